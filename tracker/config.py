@@ -1,0 +1,489 @@
+"""The YAML configuration: pydantic models that are the documentation of every option.
+
+`load_config(path)` reads the file with positions (ruamel.yaml), interpolates `${ENV_VAR}` in strings,
+validates, and raises `ConfigError` whose lines read `file:line:col: path: message`. Unknown keys are
+errors with a "did you mean" suggestion. Secret fields (passwords, API keys) accept only `${VAR}` (or a
+`*_file:` path), so a secret never sits in the file in plain text, and they are never printed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from scrapers.types import ListingSelectors, Selectors
+from tracker.errors import ConfigError
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SECRET_FIELDS = frozenset({"password", "api_key", "token"})
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _cron(value: str) -> str:
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday): {exc}")
+    return value
+
+
+Cron = Annotated[str, AfterValidator(_cron)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SelectorsConfig(Strict):
+    """CSS selectors; each one overrides automatic extraction of that field."""
+
+    price: str | None = None
+    regular_price: str | None = None
+    promotion: str | None = None
+    availability: str | None = None
+    name: str | None = None
+    sku: str | None = None
+    wait_for: str | None = Field(None, description="browser: wait for this selector before reading")
+
+    def to_selectors(self) -> Selectors:
+        return Selectors(**self.model_dump())
+
+
+class ProductConfig(Strict):
+    """One rival product page to watch."""
+
+    url: HttpUrl
+    name: str | None = None
+    match: str | None = Field(None, description="key that ties the same product across shops")
+    group: str | None = Field(None, description="product group, for alert rules")
+    selectors: SelectorsConfig | None = None
+    fetch: Literal["http", "browser", "auto"] | None = None
+
+
+class ListingSelectorsConfig(Strict):
+    item: str | None = None
+    link: str | None = None
+    name: str | None = None
+    price: str | None = None
+    regular_price: str | None = None
+    badge: str | None = None
+    next: str | None = None
+
+    def to_selectors(self) -> ListingSelectors:
+        return ListingSelectors(**self.model_dump())
+
+
+class ListingConfig(Strict):
+    """A category / offers / search page whose product cards are watched as an assortment."""
+
+    url: HttpUrl
+    name: str | None = None
+    item: str | None = None
+    link: str | None = None
+    price: str | None = None
+    badge: str | None = None
+    max_pages: int = Field(5, ge=1, le=100)
+    fetch: Literal["http", "browser", "auto"] | None = None
+
+
+class RivalConfig(Strict):
+    """A competitor shop and the pages of it to watch."""
+
+    name: str = Field(min_length=1)
+    domain: str | None = Field(None, description="the rival's domain; defaults to its first URL's host")
+    own: bool = Field(False, description="true for your own shop: its prices are the reference")
+    fetch: Literal["http", "browser", "auto"] = "auto"
+    respect_robots: bool | None = Field(None, description="override http.respect_robots for this rival")
+    products: list[ProductConfig] = []
+    listings: list[ListingConfig] = []
+
+    @model_validator(mode="after")
+    def _domain(self) -> "RivalConfig":
+        if self.domain is None:
+            urls = [p.url for p in self.products] + [li.url for li in self.listings]
+            if urls:
+                object.__setattr__(self, "domain", urlsplit(urls[0]).hostname)
+        return self
+
+
+class EmailConfig(Strict):
+    """Where reports go. With no smtp_url, reports are written to outbox_dir as .eml + .html."""
+
+    smtp_url: str | None = Field(
+        None, description="smtp://user@host:587 (STARTTLS when offered) or smtps://user@host:465 (TLS)")
+    password: SecretStr | None = Field(None, description="only as ${ENV_VAR}, e.g. ${TRACKER_SMTP_PASSWORD}")
+    starttls: bool | None = Field(None, description="force STARTTLS on/off; default: use it when offered")
+    timeout_s: float = Field(30, gt=0)
+    from_: str = Field("rivalwatch@localhost", alias="from")
+    to: list[str] = []
+    subject: str = "Rivalwatch: {changes} changes"
+    outbox_dir: Path = Path("outbox")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(f"{_mask_url(v)!r} is not an smtp:// or smtps:// URL")
+        if parts.password:
+            raise ValueError("put the SMTP password in email.password as ${ENV_VAR}, not in the URL")
+        return v
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if "@" not in addr:
+                raise ValueError(f"{addr!r} is not an e-mail address")
+        return v
+
+
+class BrowserConfig(Strict):
+    """The headless Chromium driven by Playwright."""
+
+    executable: Path | None = Field(
+        None, description="Chromium binary; else $TRACKER_CHROMIUM, else a system Chromium, else Playwright's")
+    concurrency: int = Field(4, ge=1, le=32, description="pages open at once")
+    block: list[Literal["image", "font", "media", "stylesheet"]] = ["image", "font", "media"]
+    timeout_s: float = Field(30, gt=0)
+    headless: bool = True
+
+
+class HttpConfig(Strict):
+    """The plain HTTP fetcher and politeness limits."""
+
+    timeout_s: float = Field(20, gt=0)
+    user_agent: str = "Mozilla/5.0 (compatible; Rivalwatch/0.1; +https://github.com/rivalwatch)"
+    max_bytes: int = Field(5_000_000, ge=10_000, description="pages larger than this are cut off: failed")
+    retries: int = Field(2, ge=0, le=10, description="retries with backoff on timeouts, 5xx and 429")
+    per_domain_concurrency: int = Field(2, ge=1, le=64)
+    per_domain_delay_s: float = Field(1.0, ge=0, description="pause between requests to one domain")
+    respect_robots: bool = True
+    verify_tls: bool = True
+    max_connections: int = Field(64, ge=1)
+
+
+class SchedulesConfig(Strict):
+    """Cron expressions (minute hour day month weekday) in `timezone`."""
+
+    prices: Cron | None = "0 7,13,19 * * *"
+    rankings: Cron | None = None
+    report: Cron | None = "30 7 * * *"
+    jitter_s: int = Field(0, ge=0, description="random delay added to each run, spreads load")
+    misfire_grace_s: int = Field(3600, ge=1, description="a run missed by less than this still runs, once")
+
+
+class ThresholdsConfig(Strict):
+    """Noise control for the diff engine."""
+
+    price_change_pct: Decimal = Field(Decimal("0"), ge=0, description="smallest |%| price move reported")
+    health_after: int = Field(3, ge=1, description="report a target failing this many runs in a row")
+
+
+class QueueConfig(Strict):
+    broker: str | None = Field(None, description="redis://host:6379/0; else $TRACKER_BROKER_URL; else in-process")
+
+
+class Config(Strict):
+    """The whole configuration file."""
+
+    database: str = "sqlite:///tracker.db"
+    timezone: str = "UTC"
+    locale: str = "en_US"
+    own_domain: str | None = None
+    email: EmailConfig = EmailConfig()
+    browser: BrowserConfig = BrowserConfig()
+    http: HttpConfig = HttpConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    queue: QueueConfig = QueueConfig()
+    rivals: list[RivalConfig] = []
+
+    # Where this config was read from (not a YAML key): relative paths are resolved against its folder.
+    source: Path | None = Field(None, exclude=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone such as 'Europe/Madrid'")
+        return v
+
+    @field_validator("database")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", v):
+            raise ValueError(f"{_mask_url(v)!r} is not a sqlite:/// or postgresql+psycopg:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_rivals(self) -> "Config":
+        seen: set[str] = set()
+        for r in self.rivals:
+            if r.name in seen:
+                raise ValueError(f"rival name {r.name!r} is used twice")
+            seen.add(r.name)
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        if path.is_absolute() or self.source is None:
+            return path
+        return self.source.parent / path
+
+
+def _mask_url(url: str) -> str:
+    return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading with positions
+
+class _Located:
+    """Positions of every key and item of a ruamel round-trip tree, for error messages."""
+
+    def __init__(self, root: Any):
+        self.root = root
+
+    def position(self, loc: tuple[Any, ...]) -> tuple[int, int] | None:
+        node = self.root
+        pos: tuple[int, int] | None = None
+        for part in loc:
+            if isinstance(node, CommentedMap):
+                key = part
+                if key not in node and isinstance(key, str):
+                    key = key.rstrip("_")  # pydantic field `from_` is YAML key `from`
+                if key not in node:
+                    break
+                line, col = node.lc.key(key)[:2]
+                vline, vcol = node.lc.value(key)[:2] if node.lc.value(key) else (line, col)
+                node = node[key]
+                pos = (vline, vcol) if not isinstance(node, (CommentedMap, CommentedSeq)) else (line, col)
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+                pos = tuple(node.lc.item(part)[:2])  # type: ignore[assignment]
+                node = node[part]
+            else:
+                break
+        return pos
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed at the parent of `loc`, for 'did you mean'."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part) or next(
+            (f for n, f in current.model_fields.items() if f.alias == part), None)
+        if field is None:
+            return []
+        current = _inner_model(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items() if n != "source"]
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in args or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _interpolate(node: Any, located: _Located, loc: tuple[Any, ...], problems: list[str], where: str,
+                 env: dict[str, str]) -> Any:
+    if isinstance(node, CommentedMap):
+        return {k: _interpolate(v, located, loc + (k,), problems, where, env) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_interpolate(v, located, loc + (i,), problems, where, env) for i, v in enumerate(node)]
+    key = loc[-1] if loc else None
+    if isinstance(key, str) and key.endswith("_file") and key[:-5] in SECRET_FIELDS:
+        return node
+    if isinstance(node, str):
+        is_secret = key in SECRET_FIELDS
+        if is_secret and not ENV_PATTERN.fullmatch(node.strip()):
+            problems.append(_problem(where, located, loc,
+                                     f"a secret must come from the environment, write ${{{_env_name(loc)}}} "
+                                     f"(the value in the file is not shown)"))
+            return None
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(_problem(where, located, loc,
+                                     f"environment variable {name} is not set (referenced as ${{{name}}})"))
+            return ""
+
+        return ENV_PATTERN.sub(sub, node)
+    return node
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return "TRACKER_" + "_".join(str(p).upper() for p in loc if isinstance(p, str))
+
+
+def _problem(where: str, located: _Located, loc: tuple[Any, ...], message: str) -> str:
+    pos = located.position(loc)
+    prefix = f"{where}:{pos[0] + 1}:{pos[1] + 1}" if pos else where
+    return f"{prefix}: {_format_loc(loc)}: {message}"
+
+
+def _read_secret_files(data: Any, base: Path, problems: list[str], where: str) -> None:
+    """`password_file: /run/secrets/smtp` reads the secret from a file (Docker/Kubernetes secrets)."""
+    if isinstance(data, dict):
+        for key in list(data):
+            if isinstance(key, str) and key.endswith("_file") and key[:-5] in SECRET_FIELDS:
+                path = Path(str(data.pop(key)))
+                path = path if path.is_absolute() else base / path
+                try:
+                    data[key[:-5]] = path.read_text().strip()
+                except OSError as exc:
+                    problems.append(f"{where}: {key}: cannot read secret file {path}: {exc.strerror}")
+            else:
+                _read_secret_files(data[key], base, problems, where)
+    elif isinstance(data, list):
+        for item in data:
+            _read_secret_files(item, base, problems, where)
+
+
+def parse_config(text: str, *, source: str | Path = "<config>", env: dict[str, str] | None = None) -> Config:
+    """Validate YAML text into a Config, or raise ConfigError naming file, line, column and field."""
+    where = str(source)
+    env = dict(os.environ) if env is None else env
+    yaml = YAML(typ="rt")
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError([f"{where}{pos}: not valid YAML: {exc.problem or exc.context}"]) from None
+    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
+        raise ConfigError([f"{where}: not valid YAML: {exc}"]) from None
+    if root is None:
+        root = CommentedMap()
+    if not isinstance(root, CommentedMap):
+        raise ConfigError([f"{where}:1:1: the file must be a mapping of options (key: value), "
+                           f"found {'a list' if isinstance(root, list) else 'a single value'}"])
+    located = _Located(root)
+    problems: list[str] = []
+    data = _interpolate(root, located, (), problems, where, env)
+    base = Path(source).parent if isinstance(source, Path) else Path(".")
+    _read_secret_files(data, base, problems, where)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += [_describe(err, located, where) for err in exc.errors()]
+    if problems:
+        raise ConfigError(problems)
+    if isinstance(source, Path):
+        config = config.model_copy(update={"source": source.resolve()})
+    return config
+
+
+def _describe(err: Any, located: _Located, where: str) -> str:
+    loc = tuple(err["loc"])
+    # Drop pydantic's union/tag markers from the path.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("function-") or "[" in p)))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = _known_fields(Config, loc)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f", did you mean {close[0]!r}?" if close else (f"; expected one of: {', '.join(known)}"
+                                                              if known else "")
+        message = f"unknown key {loc[-1]!r}{hint}"
+    elif kind == "missing":
+        message = "this field is required"
+    else:
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        if any(isinstance(p, str) and p in SECRET_FIELDS for p in loc):
+            message = message.split(" [")[0]
+        elif kind not in ("value_error", "assertion_error") and "input" in err and not isinstance(
+                err["input"], (dict, list)):
+            message = f"{message}, got {err['input']!r}"
+    return _problem(where, located, loc, message)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file (see config/tracker.example.yaml)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file; copy config/tracker.example.yaml to start"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    return parse_config(text, source=path)
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as a dict safe to print: secrets masked."""
+    data = config.model_dump(mode="json", by_alias=True, exclude={"source"})
+    data["database"] = _mask_url(config.database)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: ("***" if k in SECRET_FIELDS and v else walk(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(data)
