@@ -1,0 +1,123 @@
+"""Stock status: schema.org values, OpenGraph words and visible text in many languages."""
+
+from __future__ import annotations
+
+import re
+
+from .types import Availability
+
+__all__ = ["normalize_availability", "availability_from_text", "OUT_OF_STOCK_RE", "IN_STOCK_RE"]
+
+_SCHEMA = {
+    "instock": Availability.IN_STOCK,
+    "in_stock": Availability.IN_STOCK,
+    "in stock": Availability.IN_STOCK,
+    "available": Availability.IN_STOCK,
+    "availableforpurchase": Availability.IN_STOCK,
+    "true": Availability.IN_STOCK,
+    "yes": Availability.IN_STOCK,
+    "outofstock": Availability.OUT_OF_STOCK,
+    "out_of_stock": Availability.OUT_OF_STOCK,
+    "out of stock": Availability.OUT_OF_STOCK,
+    "oos": Availability.OUT_OF_STOCK,
+    "unavailable": Availability.OUT_OF_STOCK,
+    "notavailable": Availability.OUT_OF_STOCK,
+    "not available": Availability.OUT_OF_STOCK,
+    "false": Availability.OUT_OF_STOCK,
+    "soldout": Availability.SOLD_OUT,
+    "sold_out": Availability.SOLD_OUT,
+    "sold out": Availability.SOLD_OUT,
+    "discontinued": Availability.DISCONTINUED,
+    "preorder": Availability.PRE_ORDER,
+    "pre_order": Availability.PRE_ORDER,
+    "pre-order": Availability.PRE_ORDER,
+    "presale": Availability.PRE_ORDER,
+    "presell": Availability.PRE_ORDER,
+    "backorder": Availability.BACK_ORDER,
+    "back_order": Availability.BACK_ORDER,
+    "available for order": Availability.BACK_ORDER,
+    "limitedavailability": Availability.LIMITED,
+    "limited_availability": Availability.LIMITED,
+    "limited availability": Availability.LIMITED,
+    "instoreonly": Availability.IN_STORE_ONLY,
+    "in_store_only": Availability.IN_STORE_ONLY,
+    "onlineonly": Availability.ONLINE_ONLY,
+    "online_only": Availability.ONLINE_ONLY,
+}
+
+
+def normalize_availability(value: object) -> Availability | None:
+    """schema.org / OpenGraph availability value (``https://schema.org/InStock``, ``in stock``,
+    ``OutOfStock``, ``oos``...) -> `Availability`, or None when it is not one of those."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return Availability.IN_STOCK if value else Availability.OUT_OF_STOCK
+    s = str(value).strip()
+    if not s:
+        return None
+    key = s.rsplit("/", 1)[-1].rsplit(":", 1)[-1].strip().lower()
+    hit = _SCHEMA.get(key)
+    if hit:
+        return hit
+    if len(s) < 40:
+        return availability_from_text(s)
+    return None
+
+
+# Visible "out of stock" phrases. Kept to phrases that mean the product (not a delivery option) is gone.
+_OOS_PHRASES = [
+    # en
+    r"out[\s-]of[\s-]stock", r"sold[\s-]?out", r"currently unavailable", r"no longer available",
+    r"not available(?! (?:for|in|to|at|on))", r"temporarily unavailable", r"no stock", r"unavailable",
+    r"item is no longer", r"this item has ended", r"discontinued",
+    # es / pt / it / fr / de / nl
+    r"agotad[oa]s?", r"sin stock", r"sin existencias", r"no disponible", r"fuera de stock",
+    r"esgotad[oa]", r"indispon[ií]vel", r"sem estoque", r"fora de estoque", r"n[ãa]o dispon[ií]vel",
+    r"esaurit[oa]", r"non disponibile", r"non disponible", r"[ée]puis[ée]e?", r"rupture de stock",
+    r"plus disponible", r"en rupture", r"ausverkauft", r"nicht verf[üu]gbar", r"nicht lieferbar",
+    r"nicht (?:mehr )?auf lager", r"derzeit nicht", r"uitverkocht", r"niet (?:meer )?(?:op voorraad|leverbaar|beschikbaar)",
+    # nordic / baltic / central & eastern europe
+    r"slutsåld", r"udsolgt", r"utsolgt", r"loppuunmyyty", r"ei varastossa", r"tilapäisesti loppu",
+    r"brak w magazynie", r"niedostępny", r"wyprzedan[ya]", r"vyprodáno", r"není skladem", r"nie je skladom",
+    r"vypredané", r"elfogyott", r"nincs készleten", r"stoc epuizat", r"indisponibil", r"nu este în stoc",
+    r"rasprodano", r"nije dostupno", r"nema na zalihi", r"razprodano", r"ni na zalogi", r"išparduota",
+    r"nav noliktavā", r"izpārdots", r"otsas", r"laost otsas", r"pole saadaval", r"tükendi", r"stokta yok",
+    r"εξαντλήθηκε", r"μη διαθέσιμο",
+    # cyrillic
+    r"нет в наличии", r"немає в наявності", r"распродано", r"товар закончился", r"закончился",
+    r"нет на складе", r"отсутствует", r"няма наличност", r"изчерпан",
+    # cjk / other
+    r"在庫切れ", r"売り切れ", r"品切れ", r"缺货", r"缺貨", r"售罄", r"已售完", r"售完", r"품절", r"일시품절",
+    r"재고 ?없음", r"สินค้าหมด", r"hết hàng", r"stok habis", r"habis", r"אזל מהמלאי", r"אזל", r"نفدت الكمية",
+    r"غير متوفر", r"نفذت الكمية", r"ناموجود",
+]
+OUT_OF_STOCK_RE = re.compile(r"(?<![\w-])(?:" + "|".join(_OOS_PHRASES) + r")(?![\w-])", re.I)
+
+_IN_PHRASES = [
+    r"in stock", r"available", r"add to (?:cart|bag|basket|trolley)", r"buy now", r"en stock", r"disponible",
+    r"en existencia", r"em estoque", r"dispon[ií]vel", r"disponibile", r"auf lager", r"lieferbar",
+    r"sofort verfügbar", r"op voorraad", r"na stanie", r"dostępny", r"skladem", r"raktáron", r"în stoc",
+    r"в наличии", r"є в наявності", r"在庫あり", r"有货", r"有貨", r"재고 ?있음", r"laos", r"noliktavā",
+    r"sandėlyje", r"stokta", r"på lager", r"varastossa", r"ajouter au panier", r"añadir al carrito",
+    r"in den warenkorb", r"aggiungi al carrello", r"adicionar ao carrinho", r"comprar", r"kaufen", r"acheter",
+    r"do koszyka", r"в корзину", r"купить",
+]
+IN_STOCK_RE = re.compile(r"(?<![\w-])(?:" + "|".join(_IN_PHRASES) + r")(?![\w-])", re.I)
+_NEGATED_IN = re.compile(r"\b(?:not|no|nicht|non|pas|sin|sem|nie|ne|не|нет)\s+(?:\w+\s+)?$", re.I)
+
+
+def availability_from_text(text: str | None) -> Availability | None:
+    """Status a short visible text states ("Agotado", "Nicht verfügbar", "In stock"), or None."""
+    if not text:
+        return None
+    t = " ".join(text.split())
+    if not t:
+        return None
+    m = OUT_OF_STOCK_RE.search(t)
+    if m:
+        return Availability.OUT_OF_STOCK
+    m = IN_STOCK_RE.search(t)
+    if m and not _NEGATED_IN.search(t[: m.start()]):
+        return Availability.IN_STOCK
+    return None
