@@ -1,0 +1,259 @@
+"""The `tracker` command: parse arguments, call the library (tracker.app), print. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tracker.errors import ConfigError, TrackerError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Rivalwatch: watch rivals' prices, promotions, stock and rankings.")
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="TRACKER_CONFIG",
+                                         help="YAML config file", show_default=True)]
+DEFAULT_CONFIG = Path("config/tracker.yaml")
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]
+    from tracker.config import load_config
+
+    return load_config(path)
+
+
+def _open(config):  # type: ignore[no-untyped-def]
+    from tracker.app import open_database
+
+    return open_database(config)
+
+
+@app.command()
+def validate(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Check the config file and say exactly what is wrong (file:line:col: field: problem)."""
+    cfg = _load(config)
+    products = sum(len(r.products) for r in cfg.rivals)
+    listings = sum(len(r.listings) for r in cfg.rivals)
+    out.print(f"[green]{config}: OK[/green] — {len(cfg.rivals)} rivals, {products} products, "
+              f"{listings} listings")
+
+
+@app.command()
+def check(config: ConfigOpt = DEFAULT_CONFIG,
+          rival: Annotated[Optional[str], typer.Option(help="only this rival")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False) -> None:
+    """Run one pass now over all targets (or one rival's) and print a summary."""
+    from tracker.app import check_once
+
+    cfg = _load(config)
+    db = _open(cfg)
+    with Progress(TextColumn("[bold]checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task("check", total=None)
+        summary = asyncio.run(check_once(
+            cfg, db, rival=rival,
+            on_start=lambda n: progress.update(task, total=n),
+            on_result=lambda _r: progress.advance(task)))
+    if as_json:
+        print(json.dumps(summary.as_json(), indent=2))
+        return
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=f"Check pass (run {summary.run_id})")
+    table.add_column("rival")
+    for status in ("ok", "failed", "blocked", "unextractable"):
+        table.add_column(status, justify="right")
+    for rival, counts in sorted(summary.counts.items()):
+        table.add_row(rival, *(str(counts.get(s, 0)) for s in ("ok", "failed", "blocked", "unextractable")))
+    out.print(table)
+    out.print(f"{summary.changes} changes found" + (f", {summary.duplicates} already recorded"
+                                                     if summary.duplicates else ""))
+
+
+@app.command()
+def report(config: ConfigOpt = DEFAULT_CONFIG,
+           send: Annotated[bool, typer.Option("--send", help="store in the outbox, mark reported, e-mail")] = False,
+           out_file: Annotated[Optional[Path], typer.Option("--out", help="write the HTML here (+ .txt)")] = None,
+           preview: Annotated[bool, typer.Option("--preview", help="write the HTML and open it")] = False) -> None:
+    """Build the report of changes not yet reported; --send e-mails it, --out writes it."""
+    from tracker.app import preview_report, queue_report, send_reports
+
+    cfg = _load(config)
+    db = _open(cfg)
+    if send:
+        queued = queue_report(cfg, db)
+        rendered = queued.rendered if queued else None
+    else:
+        rendered = preview_report(cfg, db)
+    if rendered is not None and (out_file or preview):
+        target = out_file or Path("report-preview.html")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rendered.html, encoding="utf-8")
+        target.with_suffix(".txt").write_text(rendered.text, encoding="utf-8")
+        out.print(f"report written to {target}")
+        if preview:
+            import webbrowser
+
+            webbrowser.open(target.resolve().as_uri())
+    if send:
+        if queued is None:
+            out.print("no unreported changes: nothing to send")
+        result = send_reports(cfg, db)
+        out.print(f"outbox: {result.sent} sent, {result.written} written to folder, "
+                  f"{result.pending} pending, {result.failed} failed")
+        for problem in result.errors:
+            err.print(f"[yellow]{problem}[/yellow]")
+    elif not out_file and not preview and rendered is not None:
+        print(rendered.text)
+
+
+@app.command()
+def outbox(config: ConfigOpt = DEFAULT_CONFIG,
+           all_: Annotated[bool, typer.Option("--all", help="include sent messages")] = False,
+           deliver: Annotated[bool, typer.Option("--deliver", help="try to send what is due now")] = False) -> None:
+    """List pending and failed messages in the outbox."""
+    from tracker.app import send_reports
+    from tracker.mail import list_outbox
+
+    cfg = _load(config)
+    db = _open(cfg)
+    if deliver:
+        result = send_reports(cfg, db)
+        out.print(f"{result.sent} sent, {result.written} written, {result.pending} pending, {result.failed} failed")
+    with db.session() as session:
+        rows = list_outbox(session, include_sent=all_)
+    table = Table(title="Outbox")
+    for col in ("id", "kind", "status", "attempts", "created", "next attempt", "subject", "last error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r.id), r.kind, r.status, str(r.attempts), str(r.created_at)[:19],
+                      str(r.next_attempt_at or "")[:19], r.subject, r.last_error or "")
+    out.print(table)
+
+
+@app.command()
+def history(query: Annotated[str, typer.Argument(help="product name (part of it) or URL")],
+            config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Print the price history of a product."""
+    from tracker.history import price_history
+
+    cfg = _load(config)
+    db = _open(cfg)
+    with db.session() as session:
+        found = price_history(session, query)
+    if not found:
+        raise TrackerError(f"no tracked product matches {query!r}")
+    for target, spans in found:
+        table = Table(title=f"{target['name'] or target['url']} ({target['rival']})")
+        for col in ("from", "to", "checks", "status", "price", "regular", "promotions", "availability"):
+            table.add_column(col)
+        for s in spans:
+            table.add_row(s["first_seen"], s["last_seen"], str(s["checks"]), s["status"], s["price"],
+                          s["regular_price"], s["promotions"], s["availability"] or s["reason"] or "")
+        out.print(table)
+
+
+@app.command()
+def extract(source: Annotated[str, typer.Argument(help="a saved page (.html, .html.gz) or an http(s) URL")],
+            url: Annotated[Optional[str], typer.Option(help="the page's URL, when SOURCE is a file")] = None,
+            as_json: Annotated[bool, typer.Option("--json")] = False,
+            browser: Annotated[bool, typer.Option(help="render with Chromium (live URLs)")] = False,
+            price: Annotated[Optional[str], typer.Option(help="CSS selector for the price")] = None,
+            regular_price: Annotated[Optional[str], typer.Option(help="CSS selector for the regular price")] = None,
+            promotion: Annotated[Optional[str], typer.Option(help="CSS selector for promotion badges")] = None,
+            availability: Annotated[Optional[str], typer.Option(help="CSS selector for stock text")] = None) -> None:
+    """Run product extraction on one page and print what was found (to debug selectors)."""
+    from scrapers.blocked import detect_block
+    from scrapers.product import extract_product
+    from scrapers.types import Selectors
+    from tracker.fetching import fetch_one
+
+    selectors = Selectors(price=price, regular_price=regular_price, promotion=promotion,
+                          availability=availability)
+    if source.startswith(("http://", "https://")):
+        page = asyncio.run(fetch_one(source, browser=browser))
+        html, page_url = page.text, page.final_url
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise TrackerError(f"{source}: no such file (give a saved page or an http(s) URL)")
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+        from scrapers.fetch import decode_body
+
+        html, page_url = decode_body(raw, None), url or path.resolve().as_uri()
+    block = detect_block(html, url=page_url)
+    if block is not None:
+        err.print(f"[yellow]blocked page: {block.kind}: {block.reason}[/yellow]")
+    product = extract_product(html, page_url, selectors if selectors.any() else None).to_json()
+    keys = ("name", "price", "regular_price", "currency", "availability", "sku", "promotions")
+    result = {k: product[k] for k in keys} | {k: v for k, v in product.items() if k not in keys and v}
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        for key, value in result.items():
+            out.print(f"[bold]{key:>14}[/bold]  {value if value not in (None, []) else '–'}")
+
+
+@app.command()
+def run(config: ConfigOpt = DEFAULT_CONFIG,
+        dispatch_only: Annotated[bool, typer.Option("--dispatch-only", help="send checks to workers")] = False
+        ) -> None:
+    """Start the scheduler in the foreground (Ctrl-C or SIGTERM stops it cleanly)."""
+    from tracker.scheduler import run_forever
+
+    cfg = _load(config)
+    run_forever(cfg, dispatch_only=dispatch_only)
+
+
+@app.command()
+def demo(out_dir: Annotated[Path, typer.Option("--out", help="where to put the demo's database and report")]
+         = Path("demo-output")) -> None:
+    """Serve bundled demo rival shops on 127.0.0.1, check them on two days, write the report."""
+    from tracker.demo import run_demo
+
+    result = run_demo(out_dir, echo=out.print)
+    out.print(f"\n[bold green]Report:[/bold green] {result.report_html}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Apply database migrations (also done automatically at every start)."""
+    cfg = _load(config)
+    db = _open(cfg)
+    out.print(f"database is at the latest schema ({db.dialect})")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        for line in exc.problems:
+            err.print(line, markup=False, highlight=False)
+        sys.exit(2)
+    except TrackerError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,111 @@
+"""The diff engine: pure functions from (previous, current, rules) to typed changes.
+
+Only `ok` observations feed price and stock diffs; the others feed health changes (a target failing,
+blocked or unextractable N runs in a row, and its recovery). Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from scrapers.types import Availability
+
+BUYABLE = {a.value for a in Availability if a.buyable}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Thresholds from the config's `thresholds:` section."""
+
+    price_change_pct: Decimal = Decimal("0")
+    health_after: int = 3
+
+
+@dataclass(frozen=True)
+class ProductState:
+    """What a product diff compares: the `ok` observation of a product page."""
+
+    price: Decimal | None
+    regular_price: Decimal | None = None
+    currency: str | None = None
+    availability: str | None = None
+    promotions: frozenset[str] = frozenset()
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeData:
+    """One change: `kind` names it (price_down, promotion_started, ...); `data` holds JSON-able details."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def pct_change(old: Decimal, new: Decimal) -> Decimal | None:
+    if old == 0:
+        return None
+    return ((new - old) / old * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+def in_stock(availability: str | None) -> bool:
+    """A missing availability counts as in stock (as shops and the benchmark both assume)."""
+    return availability is None or availability in BUYABLE
+
+
+def diff_product(prev: ProductState | None, cur: ProductState, rules: Rules = Rules()) -> list[ChangeData]:
+    """Changes between two `ok` observations of one product page. No previous state: no change."""
+    if prev is None:
+        return []
+    changes: list[ChangeData] = []
+    if prev.price is not None and cur.price is not None and cur.price != prev.price:
+        if prev.currency and cur.currency and prev.currency != cur.currency:
+            changes.append(ChangeData("currency_changed", {
+                "old": _s(prev.price), "new": _s(cur.price),
+                "old_currency": prev.currency, "new_currency": cur.currency}))
+        else:
+            pct = pct_change(prev.price, cur.price)
+            if pct is None or abs(pct) >= rules.price_change_pct:
+                changes.append(ChangeData("price_down" if cur.price < prev.price else "price_up", {
+                    "old": _s(prev.price), "new": _s(cur.price), "delta": _s(cur.price - prev.price),
+                    "pct": _s(pct), "currency": cur.currency or prev.currency}))
+    if prev.regular_price != cur.regular_price and not (prev.regular_price is None and cur.regular_price is None):
+        changes.append(ChangeData("regular_price_changed", {
+            "old": _s(prev.regular_price), "new": _s(cur.regular_price),
+            "currency": cur.currency or prev.currency}))
+    started = sorted(cur.promotions - prev.promotions)
+    ended = sorted(prev.promotions - cur.promotions)
+    if started and ended:
+        changes.append(ChangeData("promotion_changed", {"old": ended, "new": started}))
+    elif started:
+        changes.append(ChangeData("promotion_started", {"promotions": started}))
+    elif ended:
+        changes.append(ChangeData("promotion_ended", {"promotions": ended}))
+    if in_stock(prev.availability) and not in_stock(cur.availability):
+        changes.append(ChangeData("out_of_stock", {"old": prev.availability, "new": cur.availability}))
+    elif not in_stock(prev.availability) and in_stock(cur.availability):
+        changes.append(ChangeData("back_in_stock", {"old": prev.availability, "new": cur.availability}))
+    return changes
+
+
+def health_changes(*, status: str, reason: str | None, streak_before: int, failing_since: str | None,
+                   rules: Rules = Rules()) -> tuple[int, list[ChangeData]]:
+    """The new failure streak and the health changes it causes.
+
+    A target that is not `ok` for `health_after` runs in a row is reported once (when the streak reaches
+    the threshold, not on every run after); its recovery is reported once too.
+    """
+    if status == "ok":
+        if streak_before >= rules.health_after:
+            return 0, [ChangeData("health_recovered", {"runs": streak_before, "since": failing_since})]
+        return 0, []
+    streak = streak_before + 1
+    if streak == rules.health_after:
+        return streak, [ChangeData(f"health_{status}", {"runs": streak, "reason": reason,
+                                                          "since": failing_since})]
+    return streak, []

@@ -1,0 +1,256 @@
+"""One check pass: plan targets -> fetch -> extract -> store -> diff.
+
+The unit of work is `Checker.check(target_id, slot)`: self-contained (it needs only the id, the slot and the
+database), idempotent (see tracker.store) and free of process-local state beyond shared connections, so
+the same coroutine runs in `tracker check`, under the scheduler, and inside a distributed worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from scrapers.blocked import detect_block
+from scrapers.browser import BrowserFetcher
+from scrapers.errors import FetchError
+from scrapers.fetch import HttpFetcher, Page, Politeness
+from scrapers.product import extract_product
+from scrapers.types import Product, Selectors
+from tracker.config import Config
+from tracker.db import Database
+from tracker.diff import Rules
+from tracker.models import Rival, Run, Target
+from tracker.store import Observed, record_check
+from tracker.targets import TargetRef
+
+T = TypeVar("T")
+STATUSES = ("ok", "failed", "blocked", "unextractable")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A target as a worker sees it: loaded from its row, nothing from the config file needed."""
+
+    id: int
+    kind: str
+    url: str | None
+    name: str | None
+    rival: str | None
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    target_id: int
+    rival: str | None
+    status: str
+    reason: str | None = None
+    changes: int = 0
+    duplicate: bool = False
+    via: str | None = None
+
+
+@dataclass
+class PassSummary:
+    """Counts per rival and status for one pass, and how many changes it found."""
+
+    run_id: int | None = None
+    counts: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    changes: int = 0
+    duplicates: int = 0
+
+    def add(self, result: CheckResult) -> None:
+        if result.duplicate:
+            self.duplicates += 1
+            return
+        self.counts[result.rival or "(keywords)"][result.status] += 1
+        self.changes += result.changes
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "changes": self.changes, "duplicates": self.duplicates,
+                "rivals": {r: dict(c) for r, c in self.counts.items()}}
+
+
+def rules_from(config: Config) -> Rules:
+    return Rules(price_change_pct=config.thresholds.price_change_pct,
+                 health_after=config.thresholds.health_after)
+
+
+def utc_slot(when: datetime | None = None) -> datetime:
+    """A slot: an aware UTC time at second precision (ad-hoc checks use 'now')."""
+    when = when or datetime.now(UTC)
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
+class Checker:
+    """Holds a process's shared resources (fetchers, database) and runs checks with them."""
+
+    def __init__(self, config: Config, db: Database, *, http: HttpFetcher | None = None,
+                 browser: BrowserFetcher | None = None):
+        self.config = config
+        self.db = db
+        self.rules = rules_from(config)
+        self.http = http or HttpFetcher(
+            user_agent=config.http.user_agent, timeout_s=config.http.timeout_s,
+            max_bytes=config.http.max_bytes, retries=config.http.retries,
+            politeness=Politeness(config.http.per_domain_concurrency, config.http.per_domain_delay_s),
+            verify_tls=config.http.verify_tls, max_connections=config.http.max_connections,
+            respect_robots=config.http.respect_robots)
+        self.browser = browser or BrowserFetcher(
+            executable=config.resolve(config.browser.executable) if config.browser.executable else None,
+            concurrency=config.browser.concurrency, block=tuple(config.browser.block),
+            timeout_s=config.browser.timeout_s, headless=config.browser.headless)
+        # SQLite has one writer: a single DB thread keeps writes in order and the event loop free.
+        self._db_threads = ThreadPoolExecutor(max_workers=1 if db.dialect == "sqlite" else 4,
+                                              thread_name_prefix="tracker-db")
+
+    async def __aenter__(self) -> "Checker":
+        await self.http.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.__aexit__(*exc)
+        await self.browser.close()
+        self._db_threads.shutdown(wait=True)
+
+    async def _in_db(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db_threads, fn)
+
+    # -- the unit of work -------------------------------------------------------------------------------
+
+    async def check(self, target_id: int, slot: datetime) -> CheckResult:
+        """Check one target for one slot: fetch, extract, store, diff. Never raises for a bad page."""
+        target = await self._in_db(lambda: self._load(target_id))
+        observe = OBSERVERS.get(target.kind)
+        if observe is None:
+            observed, via = Observed("failed", f"no observer for target kind {target.kind!r}"), None
+        else:
+            observed, via = await observe(self, target)
+        now = datetime.now(UTC)
+
+        def write() -> CheckResult:
+            with self.db.session() as session:
+                recorded = record_check(session, target.id, slot, observed, now=now, rules=self.rules)
+            return CheckResult(target.id, target.rival, observed.status, observed.reason,
+                               len(recorded.changes), recorded.duplicate, via)
+
+        return await self._in_db(write)
+
+    def _load(self, target_id: int) -> TargetSpec:
+        with self.db.session() as session:
+            row = session.get(Target, target_id)
+            if row is None:
+                raise LookupError(f"target {target_id} does not exist")
+            rival = session.get(Rival, row.rival_id) if row.rival_id else None
+            return TargetSpec(row.id, row.kind, row.url, row.name, rival.name if rival else None,
+                              dict(row.spec or {}))
+
+    # -- a pass -------------------------------------------------------------------------------------------
+
+    async def run_pass(self, targets: Iterable[TargetRef], slot: datetime, *, trigger: str = "check",
+                       on_result: Callable[[CheckResult], None] | None = None,
+                       max_in_flight: int = 512) -> PassSummary:
+        """Check every target for `slot` and record the pass as a Run."""
+        targets = list(targets)
+        run_id = await self._in_db(lambda: self._start_run(slot, trigger))
+        summary = PassSummary(run_id=run_id)
+        gate = asyncio.Semaphore(max_in_flight)
+
+        async def one(ref: TargetRef) -> None:
+            async with gate:
+                try:
+                    result = await self.check(ref.id, slot)
+                except LookupError as exc:
+                    result = CheckResult(ref.id, ref.rival, "failed", str(exc))
+            summary.add(result)
+            if on_result is not None:
+                on_result(result)
+
+        await asyncio.gather(*(one(ref) for ref in targets))
+        await self._in_db(lambda: self._finish_run(run_id, summary))
+        return summary
+
+    def _start_run(self, slot: datetime, trigger: str) -> int:
+        with self.db.session() as session:
+            run = Run(slot=slot, trigger=trigger, started_at=datetime.now(UTC))
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def _finish_run(self, run_id: int, summary: PassSummary) -> None:
+        with self.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is not None:
+                run.finished_at = datetime.now(UTC)
+                run.counts = summary.as_json()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Observers: target kind -> coroutine(checker, target) -> (Observed, via). A new kind registers here.
+
+def observe_page(page: Page, product: Product | None = None, selectors: Selectors | None = None,
+                 ) -> Observed:
+    """Turn a fetched product page into an observation: blocked, failed, unextractable or ok."""
+    block = detect_block(page.text, status=page.status, url=page.final_url, headers=page.headers)
+    if block is not None:
+        return Observed("blocked", f"{block.kind}: {block.reason}")
+    if page.status >= 400:
+        return Observed("failed", f"HTTP {page.status}")
+    if product is None:
+        product = extract_product(page.text, page.final_url, selectors)
+    if product.price is None and (product.availability is None or product.availability.buyable):
+        what = f"selector {selectors.price!r} matched nothing" if selectors and selectors.price \
+            else "no price found on the page"
+        return Observed("unextractable", what, title=product.name)
+    return Observed(
+        "ok", price=product.price, regular_price=product.regular_price, currency=product.currency,
+        availability=product.availability.value if product.availability else None,
+        promotions=tuple(sorted(set(product.promotions))), title=product.name, sku=product.sku,
+        gtin=product.gtin, data=_product_extras(product))
+
+
+def _product_extras(product: Product) -> dict[str, Any]:
+    extras = {"coupon": product.coupon, "promotion_ends": product.promotion_ends,
+              "shipping": format(product.shipping, "f") if product.shipping is not None else None,
+              "rating": format(product.rating, "f") if product.rating is not None else None,
+              "review_count": product.review_count, "brand": product.brand, "mpn": product.mpn}
+    return {k: v for k, v in extras.items() if v is not None}
+
+
+async def observe_product(checker: Checker, target: TargetSpec) -> tuple[Observed, str | None]:
+    assert target.url is not None
+    mode = target.spec.get("fetch", "auto")
+    selectors = Selectors(**target.spec.get("selectors", {}))
+    if mode in ("http", "auto"):
+        try:
+            page = await checker.http.fetch(target.url, respect_robots=target.spec.get("respect_robots"))
+        except FetchError as exc:
+            return Observed("failed", exc.reason), "http"
+        observed = observe_page(page, selectors=selectors)
+        # `auto` goes to the browser only when the page loaded but the value is not in its HTML.
+        if mode == "http" or observed.status in ("ok", "failed") or (
+                observed.status == "blocked" and not observed.reason.startswith("challenge")):
+            return observed, "http"
+    found: dict[str, Product] = {}
+
+    def ready(html: str) -> bool:
+        found["product"] = extract_product(html, target.url, selectors)
+        return found["product"].price is not None
+
+    try:
+        page = await checker.browser.fetch(target.url, context_key=target.rival or "default",
+                                           wait_for=selectors.wait_for, ready=ready)
+    except FetchError as exc:
+        return Observed("failed", exc.reason), "browser"
+    product = found.get("product") if not selectors.wait_for else None
+    return observe_page(page, product, selectors), "browser"
+
+
+OBSERVERS: dict[str, Callable[[Checker, TargetSpec], Awaitable[tuple[Observed, str | None]]]] = {
+    "product": observe_product,
+}
