@@ -75,7 +75,8 @@ _OOS_PHRASES = [
     r"agotad[oa]s?", r"sin stock", r"sin existencias", r"no disponible", r"fuera de stock",
     r"esgotad[oa]", r"indispon[ií]vel", r"sem estoque", r"fora de estoque", r"n[ãa]o dispon[ií]vel",
     r"esaurit[oa]", r"non disponibile", r"non disponible", r"[ée]puis[ée]e?", r"rupture de stock",
-    r"plus disponible", r"en rupture", r"ausverkauft", r"nicht verf[üu]gbar", r"nicht lieferbar",
+    r"plus disponible", r"en rupture", r"(?:actuellement |temporairement )?indisponible", r"momentaneamente non disponibile",
+    r"temporalmente agotado", r"no hay stock", r"sem stock", r"nenhum stock", r"ausverkauft", r"nicht verf[üu]gbar", r"nicht lieferbar",
     r"nicht (?:mehr )?auf lager", r"derzeit nicht", r"uitverkocht", r"niet (?:meer )?(?:op voorraad|leverbaar|beschikbaar)",
     # nordic / baltic / central & eastern europe
     r"slutsåld", r"udsolgt", r"utsolgt", r"loppuunmyyty", r"ei varastossa", r"tilapäisesti loppu",

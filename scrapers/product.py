@@ -56,6 +56,19 @@ class Doc:
     h1: str | None = None
     title: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    _text: str | None = None
+
+    def visible_text(self) -> str:
+        """Text of the page body without scripts and styles (computed once; strips those nodes)."""
+        if self._text is None:
+            body = self.tree.body
+            if body is None:
+                self._text = ""
+            else:
+                for n in body.css("script, style, noscript, template, svg"):
+                    n.decompose()
+                self._text = _ws(body.text(separator=" "))
+        return self._text
 
     def price(self, value: Any, currency_hint: str | None = None) -> tuple[Decimal | None, str | None]:
         """Parse a structured or visible price value in this page's locale."""
@@ -96,12 +109,17 @@ def parse_document(html: str | bytes, url: str) -> Doc:
             lang = m.attributes.get("content")
     country = country_for(url, lang)
     doc = Doc(html=text, url=url, tree=tree, lang=lang, country=country, decimal_hint=decimal_hint_for(url, lang))
-    h1 = tree.css_first("h1")
-    if h1 is not None:
-        doc.h1 = _ws(h1.text(deep=True)) or None
     t = tree.css_first("title")
     if t is not None:
         doc.title = _ws(t.text(deep=True)) or None
+    h1s = [_ws(h.text(deep=True)) for h in tree.css("h1")[:10]]
+    h1s = [h for h in h1s if h]
+    if h1s:
+        ref = doc.title
+        og = tree.css_first('meta[property="og:title"]')
+        if og is not None and og.attributes.get("content"):
+            ref = og.attributes["content"]
+        doc.h1 = max(h1s, key=lambda h: (_name_match(h, ref) >= 0.5, -h1s.index(h))) if ref else h1s[0]
     return doc
 
 
@@ -171,38 +189,49 @@ def _choose_offer(rec: Record, doc: Doc) -> dict | None:
 
 _PRICE_SEL = (
     "h1, [class*=price], [class*=Price], [class*=PRICE], [id*=price], [id*=Price], [itemprop=price], "
-    "[data-price], [class*=cena], [class*=preis], [class*=prix], [class*=precio], [class*=preco], [class*=prezzo], "
-    "[class*=amount], del, s, strike"
+    "[data-price], [class*=cena], [class*=preis], [class*=Preis], [class*=prix], [class*=precio], [class*=preco], "
+    "[class*=prezzo], [class*=amount], [class*=Amount], del, s, strike"
 )
 _BAD_CONTEXT = re.compile(
     r"related|recommend|similar|carousel|slider|swiper|upsell|up-sell|cross-?sell|also|recent|viewed|footer|"
-    r"header|navbar|menu|mini-?cart|basket|bundle|accessor|review|sponsor|compare-list|suggest|other-?products|"
-    r"product-?list|product-?grid|listing|tile|teaser|widget|banner|promo-?bar|shipping|delivery|installment|"
-    r"financ|cuota|parcel|monthly|klarna|afterpay|tooltip|modal",
+    r"navbar|mini-?cart|basket|bundle|accessor|review|sponsor|compare-list|suggest|other-?products|"
+    r"product-?list|product-?grid|teaser|promo-?bar|shipping|delivery|installment|"
+    r"financ|cuota|parcel|monthly|klarna|afterpay|more-?from|you-?may|bought|frequently|recomend|"
+    r"complementary|cross|alternative",
     re.I,
 )
+# class words that mark a regular / list / strike-through price (matched on word starts, camelCase split)
 _STRIKE_CLASS = re.compile(
-    r"old|was|regular|before|original|list-?price|strike|crossed|rrp|uvp|msrp|compare|prev|former|initial|"
-    r"retail|reference|barred|line-?through|nonsale|non-sale|full-?price|standard|antes|alt|vorher|streich|"
-    r"ancien|barre|dashed|precio-?anterior|de-?price|price-?from|price--from",
+    r"(?<![a-z])(?:old|was|regular|before|original|list|strike|crossed|rrp|uvp|msrp|compare|prev|former|"
+    r"initial|retail|reference|barred|line-?through|nonsale|non-sale|full|standard|antes|vorher|streich|"
+    r"ancien|barre|dashed|anterior|crossout|cross-out|lineprice|oldprice|price-?from|pvp|srp|base-?price|"
+    r"high-?price|without-?discount|no-?discount|statt|unvat|tachado)",
     re.I,
 )
 _CURRENT_CLASS = re.compile(
-    r"sale|special|final|current|now|actual|promo|offer|discount|reduced|selling|our|deal|new|main|big|"
-    r"large|primary|highlight|product-?price|price-?value|value|amount",
+    r"(?<![a-z])(?:sale|special|final|current|now|actual|promo|offer|discount|reduced|selling|our|deal|new|"
+    r"main|big|large|primary|highlight|product-?price|price-?value|value|amount|buy|best|club|member)",
     re.I,
 )
 _TEXT_PENALTY = re.compile(
     r"shipping|delivery|envío|envio|frete|versand|livraison|spedizione|dostawa|доставка|month|/mo\b|mes\b|"
     r"monat|mois|mese|x de|\d+\s?x\s|cuotas|parcela|installment|save|ahorra|économ|risparmi|spare|"
-    r"%|points|punkte|puntos|reviews?|bewertung|avis|opiniones|valoraciones|per\s|/\s?(?:kg|l|m|ml|g|100)",
+    r"%|points|punkte|puntos|reviews?|bewertung|avis|opiniones|valoraciones|per\s|/\s?(?:kg|l|m|ml|g|100)\b|"
+    r"\bdesde\b|\bfrom\b|\bab\b|\bà partir|\bmin\.|\bmax\.",
+    re.I,
+)
+_STRIKE_TEXT = re.compile(
+    r"^(?:was|before|antes|vorher|statt|uvp|rrp|list price|regular price|precio anterior|prix barré|"
+    r"de|era|prima|originally|valor anterior|preço antigo|原價|原价|定価|정가)\b[:\s]",
     re.I,
 )
 _HAS_DIGIT = re.compile(r"\d")
+_NUMBERS = re.compile(r"\d[\d.,'\u00a0 ]*\d|\d")
 _CURRENCY_MARK = re.compile(
-    r"[$€£¥₹₽₴₺₪₩₫฿₱₦₨]|\b(?:[A-Z]{3}|zł|kč|lei|kn|ft|kr|rs\.?|r\$|лв|руб|грн|б\.р\.|ر\.س|원)\b|원|ر\.س|zł|Kč",
+    r"[$€£¥₹₽₴₺₪₩₫฿₱₦₨]|\b(?:[A-Z]{3}|zł|kč|lei|kn|ft|kr|rs\.?|r\$|лв|руб|грн|б\.р\.|ر\.س|원)\b|원|ر\.س|zł|Kč|円|元",
     re.I,
 )
+_CAMEL = re.compile(r"([a-z])([A-Z])")
 
 
 @dataclass
@@ -213,6 +242,7 @@ class Candidate:
     score: float
     strike: bool
     order: int
+    bad: bool = False
 
 
 def _node_classes(node) -> str:
@@ -221,39 +251,77 @@ def _node_classes(node) -> str:
                                   a.get("data-test"), a.get("data-qa"), a.get("data-automation"))))
 
 
-def _context(node, levels: int = 12) -> tuple[bool, bool]:
-    """(inside an unrelated block, inside a strike-through), looking up `levels` ancestors."""
-    bad = strike = False
+def _split_camel(cls: str) -> str:
+    return _CAMEL.sub(r"\1-\2", cls)
+
+
+def _strike_or_current(cls: str) -> int:
+    """+1 if the class words mark a current price, -1 a regular / old one, 0 neither."""
+    if not cls:
+        return 0
+    c = _split_camel(cls)
+    strike = _STRIKE_CLASS.search(c)
+    current = _CURRENT_CLASS.search(c)
+    if strike and not current:
+        return -1
+    if current and not strike:
+        return 1
+    if strike and current:
+        # "old-price-value" vs "price-special": the more specific word wins
+        return -1 if re.search(r"(?<![a-z])(?:old|was|strike|crossed|regular|list|before|rrp|uvp|msrp|compare|original)",
+                               c, re.I) else 1
+    return 0
+
+
+def _context(node, levels: int = 12) -> tuple[bool, bool, bool]:
+    """(inside an unrelated block, inside a strike-through, hidden), looking up `levels` ancestors."""
+    bad = strike = hidden = False
+    decided = False
     p = node.parent
     i = 0
     while p is not None and i < levels and p.tag not in ("body", "html"):
-        if p.tag in ("del", "s", "strike"):
-            strike = True
+        if p.tag in ("del", "s", "strike") and not decided:
+            strike = decided = True
+        a = p.attributes
         cls = _node_classes(p)
         if cls:
-            if i < 3 and _STRIKE_CLASS.search(cls):
-                strike = True
+            if i < 3 and not decided:
+                sc = _strike_or_current(cls)
+                if sc:
+                    strike = sc < 0
+                    decided = True
             if _BAD_CONTEXT.search(cls):
                 bad = True
-        if p.tag in ("footer", "nav", "header", "aside"):
+            if i < 6 and re.search(r"(?<![a-z])(?:hidden|d-none|is-hidden|invisible|hide|sr-only|visually-hidden)(?![a-z])",
+                                   a.get("class") or "", re.I):
+                hidden = True
+        st = a.get("style")
+        if st and "display:none" in st.replace(" ", "").lower():
+            hidden = True
+        if a.get("hidden") is not None or a.get("aria-hidden") == "true" and i < 2:
+            hidden = True
+        if p.tag in ("footer", "nav", "aside"):
             bad = True
         p = p.parent
         i += 1
-    return bad, strike
+    return bad, strike, hidden
 
 
 def visible_prices(doc: Doc) -> list[Candidate]:
+    """Every short element that looks like a price, scored by how much it looks like the main price."""
     nodes = doc.tree.css(_PRICE_SEL)
     h1_order = None
     cands: list[Candidate] = []
-    seen_text: dict[int, str] = {}
     for order, node in enumerate(nodes):
-        if node.tag == "h1":
-            if h1_order is None:
+        tag = node.tag
+        if tag == "h1":
+            if h1_order is None and _ws(node.text(deep=True)) == doc.h1:
                 h1_order = order
             continue
-        if node.tag in ("script", "style", "meta", "link", "input", "option", "select", "noscript", "template", "img"):
-            continue
+        if tag in ("script", "style", "meta", "link", "input", "option", "select", "noscript", "template", "img",
+                   "body", "html", "form", "button", "a", "li", "ul", "table", "tr", "tbody"):
+            if tag not in ("a", "li") or len(node.text(deep=True) or "") > 40:
+                continue
         text = node.text(deep=True)
         if not text or len(text) > 200:
             continue
@@ -265,22 +333,33 @@ def visible_prices(doc: Doc) -> list[Candidate]:
             continue
         cls = _node_classes(node)
         score = 0.0
-        if "price" in cls.lower() or node.attributes.get("itemprop") == "price":
+        low = cls.lower()
+        if "price" in low or node.attributes.get("itemprop") == "price":
             score += 2
+        elif any(w in low for w in ("preis", "prix", "precio", "preco", "prezzo", "cena", "amount")):
+            score += 1.5
         if _CURRENCY_MARK.search(text):
             score += 1.5
         else:
             score -= 1
-        if _CURRENT_CLASS.search(cls):
+        sc = _strike_or_current(cls)
+        if sc > 0:
             score += 0.5
         if _TEXT_PENALTY.search(text):
             score -= 3
-        strike = node.tag in ("del", "s", "strike") or bool(_STRIKE_CLASS.search(cls))
-        bad, strike_ctx = _context(node)
-        strike = strike or strike_ctx
+        nums = {n.strip(" .,'") for n in _NUMBERS.findall(text)}
+        if len(nums) > 1:
+            score -= 1.5
+        style = node.attributes.get("style") or ""
+        strike = tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(text)) or "line-through" in style
+        bad, strike_ctx, hidden = _context(node)
+        if not strike and sc == 0:
+            strike = strike_ctx
         if bad:
             score -= 4
-        cands.append(Candidate(amount, currency, text, score, strike, order))
+        if hidden:
+            score -= 2
+        cands.append(Candidate(amount, currency, text, score, strike, order, bad))
     if h1_order is not None:
         for c in cands:
             d = c.order - h1_order
@@ -290,18 +369,85 @@ def visible_prices(doc: Doc) -> list[Candidate]:
                 c.score += 1.5
             else:
                 c.score -= min(abs(d), 400) * 0.005
+    else:
+        # no heading to anchor on: the first price-like elements of the page are the likeliest
+        for i, c in enumerate(cands):
+            c.score += max(0.0, 2 - 0.1 * i)
     return cands
+
+
+def _amount_forms(amount: Decimal) -> list[str]:
+    """Ways a page may print `amount`: 1299.5 -> 1299.50, 1,299.50, 1.299,50, 1 299,50, 1299,50 ..."""
+    q = amount.quantize(Decimal("0.01"))
+    whole, frac = f"{q:f}".split(".")
+    groups = f"{int(whole):,}"
+    forms = []
+    for g in (whole, groups, groups.replace(",", "."), groups.replace(",", " "), groups.replace(",", "\u00a0"),
+              groups.replace(",", "'")):
+        if frac != "00":
+            forms.append(g + "." + frac)
+            forms.append(g + "," + frac)
+            forms.append(g + " " + frac)
+        else:
+            forms.extend([g + ".00", g + ",00", g + ",-", g])
+    return list(dict.fromkeys(forms))
+
+
+def amount_in_text(amount: Decimal, text: str) -> bool:
+    for f in _amount_forms(amount):
+        for m in re.finditer(re.escape(f), text):
+            before = text[m.start() - 1] if m.start() else " "
+            after = text[m.end()] if m.end() < len(text) else " "
+            if not (before.isdigit() or before in ".,") and not (after.isdigit() or (after in ".," and
+                                                                                       text[m.end() + 1:m.end() + 2].isdigit())):
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------------
 # identifiers
 
 _SKU_LABEL = re.compile(
-    r"(?:\bSKU|\bArt(?:ikel)?\.?[\s-]?(?:Nr|nummer|no)\.?|\bArtikelnummer|\bItem\s?(?:#|no\.?|number|code)|"
-    r"\bProduct\s?(?:code|id|no\.?|number|#)|\bRef(?:erence|erencia|\.|erência)?|\bC[óo]d(?:igo|\.)?(?:\s+(?:do\s+)?produto)?|"
-    r"\bCodice|\bKod(?:\s+produktu)?|\bKód|\bKood|\bКод(?:\s+товара)?|\bАртикул|\bModel(?:\s?(?:no|number|#))?|"
-    r"\bSku|\bEAN|\bPart\s?(?:no|number|#))\s*[:#.]?\s*([A-Za-z0-9][A-Za-z0-9._/-]{2,30})",
+    r"(?:(?<![\w-])(?:SKU|Sku|sku)|Art(?:ikel)?\.?[\s-]?(?:Nr|nummer|no)\.?|Artikelnummer|Artikelnr\.?|"
+    r"Item\s?(?:#|no\.?|number|code)|Product\s?(?:code|ID|no\.?|number|#)|Product Code|Stock\s?code|Style\s?(?:#|no\.?)|"
+    r"R[ée]f(?:[ée]rence|erencia|erência)?\.?|C[óo]d(?:igo|\.)?(?:\s+(?:do\s+|del\s+)?(?:produto|producto|artículo|art\.))?|"
+    r"Cod(?:\.|ice)?\s?(?:produs|articolo|prodotto)?|Codice|Kod(?:\s+(?:produktu|towaru))?|Kód(?:\s+produktu)?|Kood|"
+    r"Код(?:\s+товара)?|Артикул|Varenummer|Varenr\.?|Artikelnr|Tuotenumero|Cikkszám|Katalógové číslo|"
+    r"Numer katalogowy|Nr\s?(?:art|kat)\.?|Katalogové číslo|Produktové číslo|Produktnummer|Item ID|"
+    r"商品編號|商品番号|商品编号|상품번호|מק\"ט|מקט|קוד מוצר|رقم المنتج|Ürün kodu|Stok kodu)"
+    r"\s*[:#.\-–]?\s*(?:#\s*)?([A-Za-z0-9][A-Za-z0-9._/-]{2,30})",
 )
+
+
+def _clean_sku(value: str | None, name: str | None) -> str | None:
+    """A usable SKU from a markup value: one token, has a digit or is code-like, not part of the name."""
+    if not value:
+        return None
+    v = value.strip()
+    if not v:
+        return None
+    if " " in v:
+        tok = v.split()[0]
+        if len(tok) >= 4 and any(c.isdigit() for c in tok):
+            v = tok
+        else:
+            return None
+    if len(v) > 40:
+        return None
+    if name and len(v) >= 4 and v.lower() in name.lower() and not v.isdigit():
+        return None  # an MPN / model code written in the title
+    return v
+
+
+def _labelled_sku(text: str, name: str | None) -> str | None:
+    for m in _SKU_LABEL.finditer(text):
+        v = m.group(1).rstrip(".-/")
+        if not any(c.isdigit() for c in v) or len(v) < 3:
+            continue
+        if name and v.lower() in name.lower():
+            continue
+        return v
+    return None
 
 
 def _sku_from_url(url: str) -> str | None:
@@ -351,83 +497,92 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     if records:
         scored = sorted(((_record_score(r, doc, i), i, r) for i, r in enumerate(records)), key=lambda x: (-x[0], x[1]))
         main = scored[0][2]
+    same = [r for r in records if r is not main and main is not None
+            and (r.source == "meta" or _name_match(r.name, main.name) >= 0.6)]
 
     f: dict[str, Any] = {}
     price = regular = None
     currency = None
-    avail: Availability | None = None
+    s_avail: Availability | None = None
+    alt_prices: list[tuple[Decimal, str | None]] = []
     if main is not None:
-        offer = _choose_offer(main, doc)
-        if main.variants and (offer is None or offer.get("price") is None):
-            for v in main.variants:
-                vo = _choose_offer(v, doc)
-                if vo and vo.get("price") is not None:
-                    offer = vo
+        price, regular, currency = _record_price(main, doc)
+        for r in same:
+            p, _, c = _record_price(r, doc)
+            if p is not None and p != price:
+                alt_prices.append((p, c))
+            if regular is None and price is not None:
+                _, rg, _ = _record_price(r, doc)
+                if rg is not None and rg > price:
+                    regular = rg
+        s_avail = _record_availability(main)
+        if s_avail is None:
+            for r in same:
+                s_avail = _record_availability(r)
+                if s_avail is not None:
                     break
-        if offer:
-            price, currency = doc.price(offer.get("price"), offer.get("currency"))
-            if price is None:
-                price, currency = doc.price(offer.get("low"), offer.get("currency"))
-            regular, _ = doc.price(offer.get("regular"), offer.get("currency"))
-        avails = [normalize_availability(o.get("availability")) for o in main.offers]
-        for v in main.variants:
-            avails.extend(normalize_availability(o.get("availability")) for o in v.offers)
-        avails = [a for a in avails if a]
-        if avails:
-            avail = next((a for a in avails if a.buyable), avails[0])
-        f.update(name=main.name, sku=main.sku, gtin=main.gtin, mpn=main.mpn, brand=main.brand, image=main.image)
-        try:
-            f["rating"] = Decimal(str(main.rating)) if main.rating not in (None, "") else None
-        except Exception:
-            f["rating"] = None
+        f.update(name=main.name, gtin=main.gtin, mpn=main.mpn, brand=main.brand, image=main.image)
+        f["rating"] = _decimal_or_none(main.rating)
         try:
             f["review_count"] = int(str(main.review_count).replace(",", "")) if main.review_count not in (None, "") else None
         except ValueError:
             f["review_count"] = None
-        # fill gaps from the other records describing the same product
-        for r in records:
-            if r is main:
-                continue
-            if _name_match(r.name, main.name) >= 0.6 or r.source == "meta":
-                for k in ("sku", "gtin", "mpn", "brand", "image", "name"):
-                    if not f.get(k) and getattr(r, k):
-                        f[k] = getattr(r, k)
+        for r in same:
+            for k in ("gtin", "mpn", "brand", "image", "name"):
+                if not f.get(k) and getattr(r, k):
+                    f[k] = getattr(r, k)
+    name = f.get("name") or doc.h1 or meta.get("og:title")
 
+    # what the page shows
     cands = visible_prices(doc)
-    best = max((c for c in cands if not c.strike), key=lambda c: c.score, default=None)
-    strikes = [c for c in cands if c.strike and c.score > 0]
-    if price is None:
-        if best is not None and best.score >= 3:
-            price, currency = best.amount, best.currency or currency
-    else:
-        seen = {c.amount for c in cands if not c.strike and c.score > 0}
-        if best is not None and best.score >= 4 and price not in seen and best.amount < price:
-            if any(c.amount == price for c in strikes):
-                regular, price = price, best.amount
-    if regular is None and price is not None:
-        near = [c for c in strikes if c.amount > price]
-        if near:
-            regular = max(near, key=lambda c: c.score).amount
-    if regular is not None and price is not None and regular <= price:
-        regular = None
-    if currency is None:
-        currency = currency_for_country(doc.country) if price is not None else None
-
-    # sku fallbacks
-    if not f.get("sku"):
-        f["sku"] = _sku_from_url(doc.url)
-
-    # availability from visible text near the buy box
-    if avail is None:
-        avail = _visible_availability(doc)
-
+    avail_v = _visible_availability(doc)
+    buy = _buy_button(doc)
     promotions, coupon, ends, shipping = _promotions(doc)
-    if not f.get("name"):
-        f["name"] = doc.h1 or meta.get("og:title")
+    text = doc.visible_text()
+
+    price, regular, currency = _reconcile_price(doc, price, regular, currency, alt_prices, cands, text)
+    if price is not None and currency is None:
+        currency = next((c.currency for c in cands if c.amount == price and c.currency), None) \
+            or currency_for_country(doc.country)
+
+    # SKU
+    struct_sku = _clean_sku(main.sku, name) if main is not None else None
+    if main is not None and not struct_sku:
+        for o in main.offers:
+            struct_sku = _clean_sku(o.get("sku"), name)
+            if struct_sku:
+                break
+    if main is not None and not struct_sku:
+        for r in same:
+            struct_sku = _clean_sku(r.sku, name)
+            if struct_sku:
+                break
+    labelled = _labelled_sku(text, name)
+    mpn = f.get("mpn")
+    if struct_sku and labelled and labelled != struct_sku and (
+            struct_sku == mpn or struct_sku not in text):
+        sku = labelled
+    else:
+        sku = struct_sku
+    if not sku and mpn and mpn in doc.url and not (name and mpn.lower() in name.lower()):
+        sku = mpn
+    if not sku:
+        sku = _sku_from_url(doc.url) or labelled
+
+    # availability: markup, unless the buy box plainly says otherwise
+    avail = s_avail
+    if avail is None:
+        avail = avail_v
+        if avail is None and buy is False:
+            avail = None
+    elif not avail.buyable:
+        if buy and avail_v != Availability.OUT_OF_STOCK:
+            avail = Availability.IN_STOCK
+    f["name"] = name
 
     product = Product(
         name=f.get("name"), price=price, regular_price=regular, currency=currency, availability=avail,
-        sku=f.get("sku"), gtin=f.get("gtin"), mpn=f.get("mpn"), brand=f.get("brand"), promotions=promotions,
+        sku=sku, gtin=f.get("gtin"), mpn=f.get("mpn"), brand=f.get("brand"), promotions=promotions,
         coupon=coupon, promotion_ends=ends, shipping=shipping, rating=f.get("rating"),
         review_count=f.get("review_count"), image=f.get("image"),
     )
@@ -436,28 +591,158 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     return product
 
 
+def _decimal_or_none(v: Any) -> Decimal | None:
+    if v in (None, "") or isinstance(v, bool):
+        return None
+    try:
+        d = Decimal(str(v).replace(",", ".").strip())
+    except Exception:
+        return None
+    return d if d.is_finite() else None
+
+
+def _record_price(rec: Record, doc: Doc) -> tuple[Decimal | None, Decimal | None, str | None]:
+    offer = _choose_offer(rec, doc)
+    if rec.variants and (offer is None or offer.get("price") is None):
+        for v in rec.variants:
+            vo = _choose_offer(v, doc)
+            if vo and vo.get("price") is not None:
+                offer = vo
+                break
+    if not offer:
+        return None, None, None
+    price, currency = doc.price(offer.get("price"), offer.get("currency"))
+    if price is None or price <= 0:
+        price, currency = doc.price(offer.get("low"), offer.get("currency"))
+    if price is not None and price <= 0:
+        price = None
+    regular, _ = doc.price(offer.get("regular"), offer.get("currency"))
+    return price, regular, currency
+
+
+def _record_availability(rec: Record) -> Availability | None:
+    avails = [normalize_availability(o.get("availability")) for o in rec.offers]
+    for v in rec.variants:
+        avails.extend(normalize_availability(o.get("availability")) for o in v.offers)
+    avails = [a for a in avails if a]
+    if not avails:
+        return None
+    return next((a for a in avails if a.buyable), avails[0])
+
+
+def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candidate], text: str):
+    """Markup price vs. what the buyer sees: the visible one wins when they disagree."""
+    shown = [c for c in cands if not c.strike and c.score > 0]
+    struck = [c for c in cands if c.strike and c.score > 0]
+    shown_amounts = {c.amount for c in shown}
+    # "173<sup>34</sup>" reads as 17334: accept the markup price written with its cents raised
+    shown_amounts |= {(c.amount / 100) for c in shown if c.amount == c.amount.to_integral_value()}
+    any_amounts = {c.amount for c in cands} | {(c.amount / 100) for c in cands}
+    best = max(shown, key=lambda c: c.score, default=None)
+
+    if price is None:
+        for a, c in alts:
+            if a in shown_amounts:
+                return a, regular, c or currency
+        if best is not None and best.score >= 3.5:
+            price, currency = best.amount, best.currency or currency
+    elif price not in shown_amounts:
+        if any(c.amount == price for c in struck) and best is not None and best.amount < price and best.score >= 3:
+            regular, price = price, best.amount
+            currency = best.currency or currency
+        elif not amount_in_text(price, text):
+            alt = next(((a, c) for a, c in alts if a in shown_amounts), None)
+            if alt is not None:
+                price, currency = alt[0], alt[1] or currency
+            elif best is not None and best.score >= 5:
+                price, currency = best.amount, best.currency or currency
+        elif price not in any_amounts and best is not None and best.score >= 6 and not any(
+                best.amount == a for a, _ in alts):
+            # the markup price is in the text but in no price element, while one price stands out by the title
+            price, currency = best.amount, best.currency or currency
+    if price is not None:
+        if regular is None:
+            near = [c for c in struck if c.amount > price and c.score >= 2]
+            if near:
+                regular = max(near, key=lambda c: c.score).amount
+        if regular is not None and regular <= price:
+            regular = None
+    return price, regular, currency
+
+
 _AVAIL_SEL = (
-    "[class*=stock], [class*=Stock], [id*=stock], [class*=availability], [class*=Availability], [id*=availability], "
-    "[class*=avail], [itemprop=availability], [class*=sold-out], [class*=soldout], [class*=out-of-stock], "
-    "[class*=unavailable], [class*=inventory], [class*=disponib], [class*=verfueg], [class*=lager], "
-    "[class*=agotado], [class*=esgotado], [class*=nalich]"
+    "[class*=stock], [class*=Stock], [id*=stock], [id*=Stock], [class*=availab], [class*=Availab], [id*=availab], "
+    "[id*=Availab], [itemprop=availability], [class*=sold-out], [class*=soldout], [class*=SoldOut], "
+    "[class*=out-of-stock], [class*=unavailable], [class*=Unavailable], [class*=inventory], [class*=disponib], "
+    "[class*=verfueg], [class*=lager], [class*=agotado], [class*=esgotado], [class*=nalich], [class*=status]"
+)
+_WEAK_OOS_CONTEXT = re.compile(
+    r"image|imagen|bild|photo|foto|picture|colou?r|size|talla|taille|größe|taglia|tamanho|delivery|shipping|"
+    r"envío|livraison|lieferung|store|shop|tienda|magasin|filiale|click|collect|pickup|retrait|recogida|"
+    r"notify|avísame|benachrichtig|préven|email|e-mail|when|wenn|quand|cuando",
+    re.I,
 )
 
 
 def _visible_availability(doc: Doc) -> Availability | None:
+    """First stock statement in a stock / availability element of the main product, or None."""
     for node in doc.tree.css(_AVAIL_SEL):
-        if node.tag in ("option", "select", "script", "style", "li"):
+        if node.tag in ("option", "select", "script", "style", "li", "body", "html", "form", "input", "button"):
             continue
         text = node.text(deep=True)
         if not text or len(text) > 200:
             continue
-        bad, _ = _context(node, 8)
-        if bad:
+        text = _ws(text)
+        if not text or len(text) > 120:
+            continue
+        bad, _, hidden = _context(node, 8)
+        if bad or hidden:
             continue
         a = availability_from_text(text)
-        if a is not None:
-            return a
+        if a is None:
+            continue
+        if a == Availability.OUT_OF_STOCK and _WEAK_OOS_CONTEXT.search(text) and not re.search(
+                r"out of stock|sold out|agotad|esgotad|esaurit|ausverkauft|épuisé|нет в наличии|currently unavailable",
+                text, re.I):
+            continue
+        return a
     return None
+
+
+_BUY_SEL = (
+    "button, input[type=submit], input[type=button], [class*=add-to-cart], [class*=addtocart], [class*=AddToCart], "
+    "[class*=add-to-bag], [class*=add-to-basket], [id*=add-to-cart], [id*=addToCart], [id*=add-to-basket], "
+    "[class*=buy-now], [class*=buyNow]"
+)
+_BUY_TEXT = re.compile(
+    r"add to (?:your )?(?:cart|bag|basket|trolley)|buy (?:it )?now|add to order|in den (?:warenkorb|einkaufswagen)|"
+    r"ajouter au panier|añadir al (?:carrito|carro)|agregar al carrito|aggiungi al carrello|adicionar ao carrinho|"
+    r"comprar(?: ahora| agora)?|in winkelwagen|do koszyka|dodaj do koszyka|do košíka|do košíku|vložit do košíku|"
+    r"в корзину|купить|kosárba|adaugă în coș|adauga in cos|lisää ostoskoriin|lägg i varukorg|læg i kurv|"
+    r"legg i handlekurv|sepete ekle|kaufen|acheter|aggiungi|加入購物車|加入购物车|カートに入れる|購入|장바구니|구매하기|"
+    r"הוסף לסל|أضف إلى السلة|أضف للسلة|ostukorvi|į krepšelį|grozā|pievienot grozam|dodaj u košaricu|v košarico",
+    re.I,
+)
+
+
+def _buy_button(doc: Doc) -> bool | None:
+    """True: an enabled add-to-cart button for the main product; False: only disabled ones; None: none seen."""
+    seen_disabled = False
+    for node in doc.tree.css(_BUY_SEL):
+        a = node.attributes
+        text = a.get("value") if node.tag == "input" else node.text(deep=True)
+        text = _ws(text or a.get("aria-label") or a.get("title") or "")
+        if not text or len(text) > 60 or not _BUY_TEXT.search(text):
+            continue
+        bad, _, hidden = _context(node, 10)
+        if bad or hidden:
+            continue
+        cls = (a.get("class") or "").lower()
+        if "disabled" in a or "disabled" in cls or a.get("aria-disabled") == "true":
+            seen_disabled = True
+            continue
+        return True
+    return False if seen_disabled else None
 
 
 _BADGE_SEL = (
@@ -480,7 +765,8 @@ def _promotions(doc: Doc) -> tuple[tuple[str, ...], str | None, str | None, Deci
         t = normalize_badge(text)
         if not t:
             continue
-        bad, _ = _context(node, 8)
+        bad, _, hidden = _context(node, 8)
+        bad = bad or hidden
         cls = _node_classes(node).lower()
         if is_badge_text(t) and not bad and t not in badges and len(badges) < 8:
             badges.append(t)
