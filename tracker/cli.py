@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Rivalwatch: watch rivals' prices, promotions, stock and rankings.")
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="TRACKER_CONFIG",
@@ -47,8 +47,7 @@ def validate(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     cfg = _load(config)
     products = sum(len(r.products) for r in cfg.rivals)
     listings = sum(len(r.listings) for r in cfg.rivals)
-    out.print(f"[green]{config}: OK[/green] — {len(cfg.rivals)} rivals, {products} products, "
-              f"{listings} listings")
+    print(f"{config}: OK — rivals: {len(cfg.rivals)}, products: {products}, listings: {listings}")
 
 
 @app.command()
@@ -245,10 +244,10 @@ def main() -> None:
         app()
     except ConfigError as exc:
         for line in exc.problems:
-            err.print(line, markup=False, highlight=False)
+            print(line, file=sys.stderr)
         sys.exit(2)
     except TrackerError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

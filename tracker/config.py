@@ -250,14 +250,15 @@ class Config(Strict):
             raise ValueError(f"{_mask_url(v)!r} is not a sqlite:/// or postgresql+psycopg:// URL")
         return v
 
-    @model_validator(mode="after")
-    def _unique_rivals(self) -> "Config":
+    @field_validator("rivals")
+    @classmethod
+    def _unique_rivals(cls, rivals: list[RivalConfig]) -> list[RivalConfig]:
         seen: set[str] = set()
-        for r in self.rivals:
+        for r in rivals:
             if r.name in seen:
                 raise ValueError(f"rival name {r.name!r} is used twice")
             seen.add(r.name)
-        return self
+        return rivals
 
     @property
     def tz(self) -> ZoneInfo:
@@ -283,20 +284,22 @@ class _Located:
     def __init__(self, root: Any):
         self.root = root
 
-    def position(self, loc: tuple[Any, ...]) -> tuple[int, int] | None:
+    def position(self, loc: tuple[Any, ...], *, key: bool = False) -> tuple[int, int] | None:
+        """Line and column (0-based) of the value at `loc`, or of its key when `key` is set."""
         node = self.root
         pos: tuple[int, int] | None = None
-        for part in loc:
+        for i, part in enumerate(loc):
             if isinstance(node, CommentedMap):
-                key = part
-                if key not in node and isinstance(key, str):
-                    key = key.rstrip("_")  # pydantic field `from_` is YAML key `from`
-                if key not in node:
+                name = part
+                if name not in node and isinstance(name, str):
+                    name = name.rstrip("_")  # pydantic field `from_` is YAML key `from`
+                if name not in node:
                     break
-                line, col = node.lc.key(key)[:2]
-                vline, vcol = node.lc.value(key)[:2] if node.lc.value(key) else (line, col)
-                node = node[key]
-                pos = (vline, vcol) if not isinstance(node, (CommentedMap, CommentedSeq)) else (line, col)
+                line, col = node.lc.key(name)[:2]
+                vline, vcol = node.lc.value(name)[:2] if node.lc.value(name) else (line, col)
+                node = node[name]
+                leaf = not isinstance(node, (CommentedMap, CommentedSeq))
+                pos = (line, col) if (key and i == len(loc) - 1) or not leaf else (vline, vcol)
             elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
                 pos = tuple(node.lc.item(part)[:2])  # type: ignore[assignment]
                 node = node[part]
@@ -379,8 +382,8 @@ def _env_name(loc: tuple[Any, ...]) -> str:
     return "TRACKER_" + "_".join(str(p).upper() for p in loc if isinstance(p, str))
 
 
-def _problem(where: str, located: _Located, loc: tuple[Any, ...], message: str) -> str:
-    pos = located.position(loc)
+def _problem(where: str, located: _Located, loc: tuple[Any, ...], message: str, *, key: bool = False) -> str:
+    pos = located.position(loc, key=key)
     prefix = f"{where}:{pos[0] + 1}:{pos[1] + 1}" if pos else where
     return f"{prefix}: {_format_loc(loc)}: {message}"
 
@@ -424,12 +427,15 @@ def parse_config(text: str, *, source: str | Path = "<config>", env: dict[str, s
     located = _Located(root)
     problems: list[str] = []
     data = _interpolate(root, located, (), problems, where, env)
+    # A value whose interpolation failed gets one message, not a second one from validation.
+    bad_places = {p.split(": ", 2)[1] for p in problems if ": " in p}
     base = Path(source).parent if isinstance(source, Path) else Path(".")
     _read_secret_files(data, base, problems, where)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems += [_describe(err, located, where) for err in exc.errors()]
+        problems += [line for line in (_describe(err, located, where) for err in exc.errors())
+                     if line.split(": ", 2)[1] not in bad_places]
     if problems:
         raise ConfigError(problems)
     if isinstance(source, Path):
@@ -440,14 +446,15 @@ def parse_config(text: str, *, source: str | Path = "<config>", env: dict[str, s
 def _describe(err: Any, located: _Located, where: str) -> str:
     loc = tuple(err["loc"])
     # Drop pydantic's union/tag markers from the path.
-    loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("function-") or "[" in p)))
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
     kind = err["type"]
     if kind == "extra_forbidden":
-        known = _known_fields(Config, loc)
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        known = _known_fields(Config, loc) if loc else []
+        name = str(loc[-1]) if loc else "?"
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hint = f", did you mean {close[0]!r}?" if close else (f"; expected one of: {', '.join(known)}"
                                                               if known else "")
-        message = f"unknown key {loc[-1]!r}{hint}"
+        message = f"unknown key {name!r}{hint}"
     elif kind == "missing":
         message = "this field is required"
     else:
@@ -459,7 +466,7 @@ def _describe(err: Any, located: _Located, where: str) -> str:
         elif kind not in ("value_error", "assertion_error") and "input" in err and not isinstance(
                 err["input"], (dict, list)):
             message = f"{message}, got {err['input']!r}"
-    return _problem(where, located, loc, message)
+    return _problem(where, located, loc, message, key=kind == "extra_forbidden")
 
 
 def load_config(path: str | Path) -> Config:

@@ -59,15 +59,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Money(TypeDecorator[Decimal]):
-    """Exact decimals: NUMERIC on PostgreSQL, text on SQLite (whose NUMERIC would go through float)."""
+    """Exact decimals that keep their scale (129.90 stays 129.90): unconstrained NUMERIC on PostgreSQL,
+    text on SQLite (whose NUMERIC affinity would go through a float)."""
 
-    impl = Numeric(18, 4, asdecimal=True)
+    impl = Numeric(asdecimal=True)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(40))
-        return dialect.type_descriptor(Numeric(18, 4, asdecimal=True))
+        return dialect.type_descriptor(Numeric(asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
@@ -79,13 +80,7 @@ class Money(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return plain_decimal(Decimal(value))
-
-
-def plain_decimal(value: Decimal) -> Decimal:
-    """Drop trailing zeros without switching to exponent notation: 1299.1000 -> 1299.1, 1300.00 -> 1300."""
-    value = value.normalize()
-    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
+        return value if isinstance(value, Decimal) else Decimal(value)
 
 
 class Base(DeclarativeBase):
