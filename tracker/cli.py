@@ -239,6 +239,23 @@ def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     out.print(f"database is at the latest schema ({db.dialect})")
 
 
+def _register_extra_commands() -> None:
+    """Command groups that live in their own modules (workers, catalogue, rankings)."""
+    import importlib
+
+    for name in ("tracker.cli_workers", "tracker.cli_catalog"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_extra_commands()
+
+
 def main() -> None:
     try:
         app()

@@ -126,6 +126,8 @@ class RivalConfig(Strict):
     respect_robots: bool | None = Field(None, description="override http.respect_robots for this rival")
     products: list[ProductConfig] = []
     listings: list[ListingConfig] = []
+    seo_pages: list[HttpUrl] = Field([], description="pages whose on-page SEO is tracked")
+    track_seo: bool = Field(False, description="also track on-page SEO of its product and listing pages")
 
     @model_validator(mode="after")
     def _domain(self) -> "RivalConfig":
@@ -134,6 +136,44 @@ class RivalConfig(Strict):
             if urls:
                 object.__setattr__(self, "domain", urlsplit(urls[0]).hostname)
         return self
+
+
+class KeywordConfig(Strict):
+    """A search term whose ranking is tracked on one engine, locale and device."""
+
+    term: str = Field(min_length=1)
+    engine: str = Field("google", description="google | bing | duckduckgo | serpapi | a name under engines:")
+    locale: str = Field("en-US", pattern=r"^[a-z]{2,3}(-[A-Za-z]{2})?$")
+    device: Literal["desktop", "mobile"] = "desktop"
+    depth: int = Field(10, ge=10, le=100, description="results to read, following pagination")
+    tags: list[str] = []
+
+
+class CustomEngineConfig(Strict):
+    """A marketplace's own search, tracked like a search engine."""
+
+    url_template: str = Field(description="e.g. https://market.example/search?q={term}&page={page}")
+    result: str = Field(description="CSS selector of one result")
+    link: str | None = None
+    title: str | None = None
+    next: str | None = None
+
+    @field_validator("url_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        _http_url(v.replace("{term}", "x").replace("{page}", "1").replace("{offset}", "0"))
+        if "{term}" not in v:
+            raise ValueError("url_template must contain {term}")
+        return v
+
+
+class SerpConfig(Strict):
+    """Politeness and sources for rankings."""
+
+    delay_s: tuple[float, float] = Field((8.0, 20.0), description="random pause between queries to one engine")
+    concurrency_per_engine: int = Field(1, ge=1, le=4)
+    api_key: SecretStr | None = Field(None, description="SerpApi key, only as ${SERPAPI_API_KEY}")
+    serpapi_url: str = "https://serpapi.com"
 
 
 class EmailConfig(Strict):
@@ -230,6 +270,9 @@ class Config(Strict):
     thresholds: ThresholdsConfig = ThresholdsConfig()
     queue: QueueConfig = QueueConfig()
     rivals: list[RivalConfig] = []
+    keywords: list[KeywordConfig] = []
+    engines: dict[str, CustomEngineConfig] = {}
+    serp: SerpConfig = SerpConfig()
 
     # Where this config was read from (not a YAML key): relative paths are resolved against its folder.
     source: Path | None = Field(None, exclude=True)

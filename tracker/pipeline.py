@@ -251,6 +251,17 @@ async def observe_product(checker: Checker, target: TargetSpec) -> tuple[Observe
     return observe_page(page, product, selectors), "browser"
 
 
-OBSERVERS: dict[str, Callable[[Checker, TargetSpec], Awaitable[tuple[Observed, str | None]]]] = {
+Observer = Callable[[Checker, TargetSpec], Awaitable[tuple[Observed, str | None]]]
+OBSERVERS: dict[str, Observer] = {
     "product": observe_product,
 }
+
+
+def register_observer(kind: str, observer: Observer) -> Observer:
+    """A new kind of target (listing, serp, seo) is one observer here and one differ in tracker.store."""
+    OBSERVERS[kind] = observer
+    return observer
+
+
+# Modules of the other target kinds register themselves on import.
+import tracker.kinds  # noqa: E402,F401

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tracker.config import Config, ProductConfig, RivalConfig
+from tracker.config import Config, KeywordConfig, ListingConfig, ProductConfig, RivalConfig
 from tracker.models import Rival, Target
 
 
@@ -36,11 +36,43 @@ def _product_spec(rival: RivalConfig, product: ProductConfig) -> dict:
     }
 
 
+def _listing_spec(rival: RivalConfig, listing: ListingConfig) -> dict:
+    selectors = {k: getattr(listing, k) for k in ("item", "link", "price", "badge") if getattr(listing, k)}
+    return {"fetch": listing.fetch or rival.fetch, "selectors": selectors, "max_pages": listing.max_pages,
+            "respect_robots": rival.respect_robots, "rival": rival.name}
+
+
+def keyword_key(kw: KeywordConfig) -> str:
+    return f"{kw.engine}|{kw.locale}|{kw.device}|{kw.depth}|{kw.term}"
+
+
+def _keyword_spec(config: Config, kw: KeywordConfig) -> dict:
+    """Everything a worker needs for a ranking check, including the domains to find in the results."""
+    domains = {r.name: r.domain for r in config.rivals if r.domain}
+    spec = {"term": kw.term, "engine": kw.engine, "locale": kw.locale, "device": kw.device,
+            "depth": kw.depth, "tags": list(kw.tags), "own_domain": config.own_domain, "domains": domains}
+    if kw.engine in config.engines:
+        spec["custom_engine"] = config.engines[kw.engine].model_dump()
+    return spec
+
+
 def sync_targets(session: Session, config: Config) -> list[TargetRef]:
     """Upsert rivals and targets from the config; deactivate targets no longer in it."""
     rivals = {r.name: r for r in session.scalars(select(Rival))}
     existing = {(t.kind, t.key): t for t in session.scalars(select(Target))}
     wanted: set[tuple[str, str]] = set()
+
+    def upsert(kind: str, key: str, rival: Rival | None, **values: object) -> None:
+        wanted.add((kind, key))
+        target = existing.get((kind, key))
+        if target is None:
+            target = existing[(kind, key)] = Target(kind=kind, key=key, fail_streak=0)
+            session.add(target)
+        target.rival_id = rival.id if rival else None
+        for name, value in values.items():
+            setattr(target, name, value)
+        target.active = True
+
     for rc in config.rivals:
         rival = rivals.get(rc.name)
         if rival is None:
@@ -50,21 +82,20 @@ def sync_targets(session: Session, config: Config) -> list[TargetRef]:
         rival.own = rc.own
         session.flush()
         for pc in rc.products:
-            key = ("product", pc.url)
-            wanted.add(key)
-            target = existing.get(key)
-            if target is None:
-                target = existing[key] = Target(kind="product", key=pc.url, fail_streak=0)
-                session.add(target)
-            target.rival_id = rival.id
-            target.url = pc.url
-            target.name = pc.name
-            target.match_key = pc.match
-            target.group = pc.group
-            target.spec = _product_spec(rc, pc)
-            target.active = True
+            upsert("product", pc.url, rival, url=pc.url, name=pc.name, match_key=pc.match, group=pc.group,
+                   spec=_product_spec(rc, pc))
+        for lc in rc.listings:
+            upsert("listing", lc.url, rival, url=lc.url, name=lc.name, spec=_listing_spec(rc, lc))
+        seo_urls = list(rc.seo_pages)
+        if rc.track_seo:
+            seo_urls += [p.url for p in rc.products] + [li.url for li in rc.listings]
+        for url in dict.fromkeys(seo_urls):
+            upsert("seo", url, rival, url=url, name=None,
+                   spec={"respect_robots": rc.respect_robots, "rival": rc.name})
+    for kw in config.keywords:
+        upsert("serp", keyword_key(kw), None, url=None, name=kw.term, spec=_keyword_spec(config, kw))
     for key, target in existing.items():
-        if key not in wanted and target.kind == "product" and target.active:
+        if key not in wanted and target.active:
             target.active = False
     session.flush()
     return active_targets(session)
