@@ -108,15 +108,27 @@ IN_STOCK_RE = re.compile(r"(?<![\w-])(?:" + "|".join(_IN_PHRASES) + r")(?![\w-])
 _NEGATED_IN = re.compile(r"\b(?:not|no|nicht|non|pas|sin|sem|nie|ne|не|нет)\s+(?:\w+\s+)?$", re.I)
 
 
-def availability_from_text(text: str | None) -> Availability | None:
-    """Status a short visible text states ("Agotado", "Nicht verfügbar", "In stock"), or None."""
+_WEAK_BEFORE = re.compile(
+    r"(?:image|imagen|bild|photo|foto|picture|colou?r|size|talla|taille|größe|taglia|tamanho|delivery|shipping|"
+    r"envío|livraison|lieferung|store|shop|tienda|magasin|filiale|click|collect|pickup|retrait|recogida|"
+    r"option|variant|combination|combinación)\W{0,3}(?:\w+\W{1,3}){0,2}$",
+    re.I,
+)
+
+
+def availability_from_text(text: str | None, *, strict: bool = False) -> Availability | None:
+    """Status a short visible text states ("Agotado", "Nicht verfügbar", "In stock"), or None.
+
+    `strict` ignores out-of-stock words that follow a word about something else than the product
+    (image, colour, size, delivery, store pickup)."""
     if not text:
         return None
     t = " ".join(text.split())
     if not t:
         return None
-    m = OUT_OF_STOCK_RE.search(t)
-    if m:
+    for m in OUT_OF_STOCK_RE.finditer(t):
+        if strict and _WEAK_BEFORE.search(t[max(0, m.start() - 40):m.start()]):
+            continue  # "Image unavailable", "Colour not available", "Store pickup unavailable"
         return Availability.OUT_OF_STOCK
     m = IN_STOCK_RE.search(t)
     if m and not _NEGATED_IN.search(t[: m.start()]):

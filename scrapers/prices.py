@@ -325,7 +325,10 @@ def parse_price(
         parsed = None
     currency = _currency_in_text(norm, country) if len(norm) < 80 else None
     if currency is None and parsed is not None and parsed.currency:
-        currency = currency_from_symbol(parsed.currency, country)
+        sym = parsed.currency.strip()
+        if not (sym.upper() in _WORDY_CODES and not re.search(
+                re.escape(sym) + r"\s?\d|\d\s?" + re.escape(sym), norm)):
+            currency = currency_from_symbol(sym, country)
     if currency is None and currency_hint:
         currency = currency_from_symbol(currency_hint, country)
     if currency == "RUB" and country == "BY":

@@ -56,6 +56,8 @@ class Doc:
     h1: str | None = None
     title: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    h1_ancestors: set[int] = field(default_factory=set)
+    ctx_cache: dict[int, tuple[bool, bool]] = field(default_factory=dict)
     _text: str | None = None
 
     def visible_text(self) -> str:
@@ -120,6 +122,26 @@ def parse_document(html: str | bytes, url: str) -> Doc:
         if og is not None and og.attributes.get("content"):
             ref = og.attributes["content"]
         doc.h1 = max(h1s, key=lambda h: (_name_match(h, ref) >= 0.5, -h1s.index(h))) if ref else h1s[0]
+        if not ref or _name_match(doc.h1, ref) < 0.5:
+            # no heading matches the title: the first one outside navigation / side bars
+            def navish(h) -> bool:
+                p, i = h, 0
+                while p is not None and i < 6:
+                    if p.tag in ("nav", "aside", "header") or re.search(
+                            r"nav|menu|sidebar|category|breadcrumb|modal|popup|dialog", _node_classes(p), re.I):
+                        return True
+                    p, i = p.parent, i + 1
+                return False
+            main_h1 = [h for h in tree.css("h1")[:10] if _ws(h.text(deep=True)) and not navish(h)]
+            if main_h1:
+                doc.h1 = _ws(main_h1[0].text(deep=True))
+        for h in tree.css("h1")[:10]:
+            if _ws(h.text(deep=True)) == doc.h1:
+                p = h.parent
+                while p is not None:
+                    doc.h1_ancestors.add(p.mem_id)
+                    p = p.parent
+                break
     return doc
 
 
@@ -202,14 +224,14 @@ _BAD_CONTEXT = re.compile(
 )
 # class words that mark a regular / list / strike-through price (matched on word starts, camelCase split)
 _STRIKE_CLASS = re.compile(
-    r"(?<![a-z])(?:old|was|regular|before|original|list|strike|crossed|rrp|uvp|msrp|compare|prev|former|"
+    r"(?:(?<![a-z])|(?<=price))(?:old|was|regular|before|original|list|strike|crossed|rrp|uvp|msrp|compare|prev|former|"
     r"initial|retail|reference|barred|line-?through|nonsale|non-sale|full|standard|antes|vorher|streich|"
     r"ancien|barre|dashed|anterior|crossout|cross-out|lineprice|oldprice|price-?from|pvp|srp|base-?price|"
     r"high-?price|without-?discount|no-?discount|statt|unvat|tachado)",
     re.I,
 )
 _CURRENT_CLASS = re.compile(
-    r"(?<![a-z])(?:sale|special|final|current|now|actual|promo|offer|discount|reduced|selling|our|deal|new|"
+    r"(?:(?<![a-z])|(?<=price))(?:sale|special|final|current|now|actual|promo|offer|discount|reduced|selling|our|deal|new|"
     r"main|big|large|primary|highlight|product-?price|price-?value|value|amount|buy|best|club|member)",
     re.I,
 )
@@ -231,6 +253,7 @@ _CURRENCY_MARK = re.compile(
     r"[$€£¥₹₽₴₺₪₩₫฿₱₦₨]|\b(?:[A-Z]{3}|zł|kč|lei|kn|ft|kr|rs\.?|r\$|лв|руб|грн|б\.р\.|ر\.س|원)\b|원|ر\.س|zł|Kč|円|元",
     re.I,
 )
+_RANGE = re.compile(r"\d\s*(?:[-–—~]|to|bis|à|a|до)\s*\D{0,5}\d")
 _CAMEL = re.compile(r"([a-z])([A-Z])")
 
 
@@ -273,37 +296,76 @@ def _strike_or_current(cls: str) -> int:
     return 0
 
 
-def _context(node, levels: int = 12) -> tuple[bool, bool, bool]:
-    """(inside an unrelated block, inside a strike-through, hidden), looking up `levels` ancestors."""
-    bad = strike = hidden = False
-    decided = False
+_HIDDEN_CLASS = re.compile(r"(?<![a-z])(?:hidden|d-none|is-hidden|invisible|hide|sr-only|visually-hidden)(?![a-z])", re.I)
+
+
+def _own_flags(p, main: set[int] | None) -> tuple[bool, bool]:
+    if p.tag in ("body", "html"):
+        return False, False
+    a = p.attributes
+    bad = hidden = False
+    cls = _node_classes(p)
+    if cls:
+        if _BAD_CONTEXT.search(cls) and not (main and p.mem_id in main):
+            bad = True
+        c = a.get("class")
+        if c and _HIDDEN_CLASS.search(c):
+            hidden = True
+    st = a.get("style")
+    if st and "none" in st and "display:none" in st.replace(" ", "").lower():
+        hidden = True
+    if "hidden" in a:
+        hidden = True
+    if p.tag in ("footer", "nav", "aside"):
+        bad = True
+    return bad, hidden
+
+
+def _ancestor_flags(node, main: set[int] | None, cache: dict[int, tuple[bool, bool]]) -> tuple[bool, bool]:
+    """(bad, hidden) for `node` and all its ancestors, memoised per node."""
+    chain = []
+    p = node
+    result = (False, False)
+    while p is not None:
+        hit = cache.get(p.mem_id)
+        if hit is not None:
+            result = hit
+            break
+        chain.append(p)
+        if p.tag in ("body", "html"):
+            break
+        p = p.parent
+    for n in reversed(chain):
+        b, h = _own_flags(n, main)
+        result = (result[0] or b, result[1] or h)
+        cache[n.mem_id] = result
+    return result
+
+
+def _context(node, levels: int = 12, main: set[int] | None = None,
+             cache: dict[int, tuple[bool, bool]] | None = None) -> tuple[bool, bool, bool]:
+    """(inside an unrelated block, inside a strike-through, hidden).
+
+    Ancestors in `main` (those of the product title) never count as unrelated blocks: a carousel or
+    'related' wrapper that also holds the title is the product's own."""
+    strike = False
     p = node.parent
     i = 0
-    while p is not None and i < levels and p.tag not in ("body", "html"):
-        if p.tag in ("del", "s", "strike") and not decided:
-            strike = decided = True
-        a = p.attributes
+    while p is not None and i < 3 and p.tag not in ("body", "html"):
+        if p.tag in ("del", "s", "strike"):
+            strike = True
+            break
         cls = _node_classes(p)
         if cls:
-            if i < 3 and not decided:
-                sc = _strike_or_current(cls)
-                if sc:
-                    strike = sc < 0
-                    decided = True
-            if _BAD_CONTEXT.search(cls):
-                bad = True
-            if i < 6 and re.search(r"(?<![a-z])(?:hidden|d-none|is-hidden|invisible|hide|sr-only|visually-hidden)(?![a-z])",
-                                   a.get("class") or "", re.I):
-                hidden = True
-        st = a.get("style")
-        if st and "display:none" in st.replace(" ", "").lower():
-            hidden = True
-        if a.get("hidden") is not None or a.get("aria-hidden") == "true" and i < 2:
-            hidden = True
-        if p.tag in ("footer", "nav", "aside"):
-            bad = True
+            sc = _strike_or_current(cls)
+            if sc:
+                strike = sc < 0
+                break
         p = p.parent
         i += 1
+    if node.parent is None:
+        return False, strike, False
+    bad, hidden = _ancestor_flags(node.parent, main, cache if cache is not None else {})
     return bad, strike, hidden
 
 
@@ -349,10 +411,13 @@ def visible_prices(doc: Doc) -> list[Candidate]:
             score -= 3
         nums = {n.strip(" .,'") for n in _NUMBERS.findall(text)}
         if len(nums) > 1:
-            score -= 1.5
+            if len(nums) == 2 and _RANGE.search(text):
+                score -= 0.5  # "502,20 – 558,00": a price range shows its low end
+            else:
+                score -= 5  # a block holding several prices is not itself a price
         style = node.attributes.get("style") or ""
         strike = tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(text)) or "line-through" in style
-        bad, strike_ctx, hidden = _context(node)
+        bad, strike_ctx, hidden = _context(node, 12, doc.h1_ancestors, doc.ctx_cache)
         if not strike and sc == 0:
             strike = strike_ctx
         if bad:
@@ -408,7 +473,7 @@ def amount_in_text(amount: Decimal, text: str) -> bool:
 # identifiers
 
 _SKU_LABEL = re.compile(
-    r"(?:(?<![\w-])(?:SKU|Sku|sku)|Art(?:ikel)?\.?[\s-]?(?:Nr|nummer|no)\.?|Artikelnummer|Artikelnr\.?|"
+    r"(?=[SAIPRCKКАVTNE商상מק\u0631Ü]|sku|ref|art|cod|kod)(?:(?<![\w-])(?:SKU|Sku|sku)|Art(?:ikel)?\.?[\s-]?(?:Nr|nummer|no)\.?|Artikelnummer|Artikelnr\.?|"
     r"Item\s?(?:#|no\.?|number|code)|Product\s?(?:code|ID|no\.?|number|#)|Product Code|Stock\s?code|Style\s?(?:#|no\.?)|"
     r"R[ée]f(?:[ée]rence|erencia|erência)?\.?|C[óo]d(?:igo|\.)?(?:\s+(?:do\s+|del\s+)?(?:produto|producto|artículo|art\.))?|"
     r"Cod(?:\.|ice)?\s?(?:produs|articolo|prodotto)?|Codice|Kod(?:\s+(?:produktu|towaru))?|Kód(?:\s+produktu)?|Kood|"
@@ -535,8 +600,9 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
 
     # what the page shows
     cands = visible_prices(doc)
-    avail_v = _visible_availability(doc)
-    buy = _buy_button(doc)
+    need_visible_stock = s_avail is None or not s_avail.buyable
+    avail_v = _visible_availability(doc) if need_visible_stock else None
+    buy = _buy_button(doc) if need_visible_stock else None
     promotions, coupon, ends, shipping = _promotions(doc)
     text = doc.visible_text()
 
@@ -557,10 +623,13 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
             struct_sku = _clean_sku(r.sku, name)
             if struct_sku:
                 break
-    labelled = _labelled_sku(text, name)
     mpn = f.get("mpn")
-    if struct_sku and labelled and labelled != struct_sku and (
-            struct_sku == mpn or struct_sku not in text):
+    labelled = None
+    if not struct_sku or struct_sku == mpn or struct_sku not in text:
+        start = text.find(doc.h1) if doc.h1 else -1
+        window = text[max(0, start - 500):start + 30000] if start >= 0 else text[:60000]
+        labelled = _labelled_sku(window, name)
+    if struct_sku and labelled and labelled != struct_sku:
         sku = labelled
     else:
         sku = struct_sku
@@ -656,10 +725,10 @@ def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candi
                 price, currency = alt[0], alt[1] or currency
             elif best is not None and best.score >= 5:
                 price, currency = best.amount, best.currency or currency
-        elif price not in any_amounts and best is not None and best.score >= 6 and not any(
-                best.amount == a for a, _ in alts):
+        elif price not in any_amounts and best is not None and best.score >= 6:
             # the markup price is in the text but in no price element, while one price stands out by the title
-            price, currency = best.amount, best.currency or currency
+            alt = next(((a, c) for a, c in alts if a in shown_amounts), None)
+            price, currency = (alt[0], alt[1] or currency) if alt else (best.amount, best.currency or currency)
     if price is not None:
         if regular is None:
             near = [c for c in struck if c.amount > price and c.score >= 2]
@@ -695,15 +764,11 @@ def _visible_availability(doc: Doc) -> Availability | None:
         text = _ws(text)
         if not text or len(text) > 120:
             continue
-        bad, _, hidden = _context(node, 8)
+        bad, _, hidden = _context(node, 8, doc.h1_ancestors, doc.ctx_cache)
         if bad or hidden:
             continue
-        a = availability_from_text(text)
+        a = availability_from_text(text, strict=True)
         if a is None:
-            continue
-        if a == Availability.OUT_OF_STOCK and _WEAK_OOS_CONTEXT.search(text) and not re.search(
-                r"out of stock|sold out|agotad|esgotad|esaurit|ausverkauft|épuisé|нет в наличии|currently unavailable",
-                text, re.I):
             continue
         return a
     return None
@@ -734,7 +799,7 @@ def _buy_button(doc: Doc) -> bool | None:
         text = _ws(text or a.get("aria-label") or a.get("title") or "")
         if not text or len(text) > 60 or not _BUY_TEXT.search(text):
             continue
-        bad, _, hidden = _context(node, 10)
+        bad, _, hidden = _context(node, 10, doc.h1_ancestors, doc.ctx_cache)
         if bad or hidden:
             continue
         cls = (a.get("class") or "").lower()
@@ -765,7 +830,7 @@ def _promotions(doc: Doc) -> tuple[tuple[str, ...], str | None, str | None, Deci
         t = normalize_badge(text)
         if not t:
             continue
-        bad, _, hidden = _context(node, 8)
+        bad, _, hidden = _context(node, 8, doc.h1_ancestors, doc.ctx_cache)
         bad = bad or hidden
         cls = _node_classes(node).lower()
         if is_badge_text(t) and not bad and t not in badges and len(badges) < 8:

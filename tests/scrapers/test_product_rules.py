@@ -1,0 +1,312 @@
+"""scrapers.product: one small hand-made page per rule."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from scrapers.availability import availability_from_text, normalize_availability
+from scrapers.product import extract_product
+from scrapers.promotions import find_coupon, is_badge_text
+from scrapers.types import Availability, Selectors
+
+URL = "https://shop.example.com/p/widget-123"
+
+
+def page(body: str = "", *, ld: object | None = None, head: str = "", lang: str = "en") -> str:
+    script = f'<script type="application/ld+json">{json.dumps(ld)}</script>' if ld is not None else ""
+    return f'<!doctype html><html lang="{lang}"><head><title>Widget</title>{head}{script}</head><body>{body}</body></html>'
+
+
+def product_ld(**offer) -> dict:
+    o = {"@type": "Offer", "price": "19.99", "priceCurrency": "USD", "availability": "https://schema.org/InStock"}
+    o.update(offer)
+    return {"@context": "https://schema.org", "@type": "Product", "name": "Widget", "sku": "W-1", "offers": o}
+
+
+# ---------------------------------------------------------------- structured data
+
+def test_json_ld_product_offer():
+    p = extract_product(page("<h1>Widget</h1>", ld=product_ld()), URL)
+    assert (p.price, p.currency, p.availability, p.sku, p.name) == (
+        Decimal("19.99"), "USD", Availability.IN_STOCK, "W-1", "Widget")
+
+
+def test_json_ld_inside_graph_with_other_nodes():
+    ld = {"@context": "https://schema.org", "@graph": [
+        {"@type": "WebSite", "name": "Shop"},
+        {"@type": "BreadcrumbList", "itemListElement": []},
+        product_ld(price="42.00"),
+    ]}
+    assert extract_product(page("<h1>Widget</h1>", ld=ld), URL).price == Decimal("42.00")
+
+
+def test_product_group_takes_price_from_variants():
+    ld = {"@context": "https://schema.org", "@type": "ProductGroup", "name": "Widget", "productGroupID": "W",
+          "hasVariant": [
+              {"@type": "Product", "name": "Widget S", "sku": "W-S", "offers": {
+                  "@type": "Offer", "price": 25, "priceCurrency": "EUR", "availability": "https://schema.org/OutOfStock"}},
+              {"@type": "Product", "name": "Widget M", "sku": "W-M", "offers": {
+                  "@type": "Offer", "price": 25, "priceCurrency": "EUR", "availability": "https://schema.org/InStock"}},
+          ]}
+    p = extract_product(page("<h1>Widget</h1>", ld=ld), URL)
+    assert p.price == Decimal(25) and p.currency == "EUR"
+    assert p.availability == Availability.IN_STOCK  # one size sold out is not the product sold out
+
+
+def test_aggregate_offer_uses_low_price():
+    ld = {"@context": "https://schema.org", "@type": "Product", "name": "Widget",
+          "offers": {"@type": "AggregateOffer", "lowPrice": "502.20", "highPrice": "558.00", "priceCurrency": "BYN"}}
+    p = extract_product(page("<h1>Widget</h1>", ld=ld), "https://shop.example.by/widget")
+    assert (p.price, p.currency) == (Decimal("502.20"), "BYN")
+
+
+def test_offers_list_with_one_size_out_of_stock_is_in_stock():
+    ld = product_ld()
+    ld["offers"] = [dict(ld["offers"], availability="https://schema.org/OutOfStock"), ld["offers"]]
+    assert extract_product(page("<h1>Widget</h1>", ld=ld), URL).availability == Availability.IN_STOCK
+
+
+def test_broken_json_ld_with_trailing_comma_still_reads():
+    html = page('<h1>Widget</h1>', head='<script type="application/ld+json">{"@type": "Product", "name": "Widget", '
+                '"offers": {"@type": "Offer", "price": "9.50", "priceCurrency": "GBP",},}</script>')
+    assert extract_product(html, URL).price == Decimal("9.50")
+
+
+def test_microdata_product():
+    body = """<div itemscope itemtype="https://schema.org/Product"><h1 itemprop="name">Widget</h1>
+      <meta itemprop="sku" content="MD-77"><div itemprop="offers" itemscope itemtype="https://schema.org/Offer">
+      <span itemprop="price" content="15.99">15,99 €</span><meta itemprop="priceCurrency" content="EUR">
+      <link itemprop="availability" href="https://schema.org/InStock"></div></div>"""
+    p = extract_product(page(body, lang="de"), "https://shop.example.de/widget")
+    assert (p.price, p.currency, p.sku, p.availability) == (Decimal("15.99"), "EUR", "MD-77", Availability.IN_STOCK)
+
+
+def test_opengraph_product_meta():
+    head = ('<meta property="og:type" content="product"><meta property="og:title" content="Widget">'
+            '<meta property="product:price:amount" content="997.00"><meta property="product:price:currency" content="PLN">')
+    p = extract_product(page("<h1>Widget</h1>", head=head, lang="pl"), "https://shop.example.pl/widget")
+    assert (p.price, p.currency) == (Decimal("997.00"), "PLN")
+
+
+# ---------------------------------------------------------------- markup vs. what the buyer sees
+
+def test_visible_discount_wins_over_regular_price_in_markup():
+    body = """<h1>Widget</h1><div class="price-box"><del class="price-old">EUR219.99</del>
+      <span class="price current-price">EUR110.00</span></div>"""
+    p = extract_product(page(body, ld=product_ld(price="219.99", priceCurrency="EUR")), URL)
+    assert (p.price, p.regular_price) == (Decimal("110.00"), Decimal("219.99"))
+
+
+def test_strike_through_price_becomes_regular_price():
+    body = '<h1>Widget</h1><span class="price">$19.99</span><s class="was">$24.99</s>'
+    p = extract_product(page(body, ld=product_ld()), URL)
+    assert (p.price, p.regular_price) == (Decimal("19.99"), Decimal("24.99"))
+
+
+def test_related_products_carousel_price_is_not_the_product_price():
+    body = """<h1>Widget</h1><p>Call us for a quote.</p>
+      <section class="related-products"><div class="product-card"><h3>Other</h3>
+      <span class="price">$5.00</span></div></section>"""
+    assert extract_product(page(body), URL).price is None
+
+
+def test_price_next_to_title_without_markup():
+    body = """<nav><span class="price">$1.00</span></nav><main><h1>Widget</h1>
+      <div class="product-price"><span class="price">$87.11</span></div></main>"""
+    p = extract_product(page(body), URL)
+    assert (p.price, p.currency) == (Decimal("87.11"), "USD")
+
+
+def test_german_page_visible_price_with_thousands_separator():
+    body = '<h1>Waschmaschine</h1><div class="product-price"><span class="price">1.299 €</span></div>'
+    p = extract_product(page(body, lang="de"), "https://shop.example.de/waschmaschine")
+    assert (p.price, p.currency) == (Decimal("1299"), "EUR")
+
+
+def test_chilean_page_reads_dot_as_thousands():
+    body = '<h1>Entrada</h1><p class="price">$34.000</p>'
+    p = extract_product(page(body, lang="es"), "https://tickets.example.cl/evento")
+    assert (p.price, p.currency) == (Decimal("34000"), "CLP")
+
+
+def test_price_zero_in_markup_is_no_price():
+    assert extract_product(page("<h1>Widget</h1>", ld=product_ld(price="0")), URL).price is None
+
+
+# ---------------------------------------------------------------- availability
+
+@pytest.mark.parametrize(
+    "text",
+    ["Out of stock", "Agotado", "Esgotado", "Esaurito", "Ausverkauft", "Épuisé", "Нет в наличии", "Sold out",
+     "Currently unavailable.", "Actuellement indisponible.", "Brak w magazynie", "品切れ", "품절"],
+)
+def test_out_of_stock_words_in_many_languages(text):
+    assert availability_from_text(text) == Availability.OUT_OF_STOCK
+
+
+@pytest.mark.parametrize("text", ["In stock", "En stock", "Auf Lager", "Disponible", "Add to cart"])
+def test_in_stock_words(text):
+    assert availability_from_text(text) == Availability.IN_STOCK
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("https://schema.org/InStock", Availability.IN_STOCK), ("http://schema.org/OutOfStock", Availability.OUT_OF_STOCK),
+     ("SoldOut", Availability.SOLD_OUT), ("in stock", Availability.IN_STOCK), ("oos", Availability.OUT_OF_STOCK),
+     ("PreOrder", Availability.PRE_ORDER), ("schema:Discontinued", Availability.DISCONTINUED), ("", None)],
+)
+def test_schema_availability_values(value, expected):
+    assert normalize_availability(value) == expected
+
+
+def test_visible_out_of_stock_text_without_markup():
+    body = '<h1>Widget</h1><span class="price">$10</span><p class="stock">Agotado</p>'
+    assert extract_product(page(body, lang="es"), URL).availability == Availability.OUT_OF_STOCK
+
+
+def test_image_unavailable_is_not_out_of_stock():
+    body = '<h1>Widget</h1><div class="availability-image">Image unavailable</div><span class="price">$10</span>'
+    assert extract_product(page(body), URL).availability != Availability.OUT_OF_STOCK
+
+
+def test_enabled_add_to_cart_button_overrides_out_of_stock_markup():
+    body = '<h1>Widget</h1><span class="price">$19.99</span><button class="add-to-cart">Add to your basket</button>'
+    ld = product_ld(availability="https://schema.org/OutOfStock")
+    assert extract_product(page(body, ld=ld), URL).availability == Availability.IN_STOCK
+
+
+def test_out_of_stock_markup_stands_without_a_buy_button():
+    ld = product_ld(availability="https://schema.org/OutOfStock")
+    assert extract_product(page("<h1>Widget</h1>", ld=ld), URL).availability == Availability.OUT_OF_STOCK
+
+
+# ---------------------------------------------------------------- SKU
+
+def test_sku_from_labelled_text_when_markup_has_none():
+    body = '<h1>Widget</h1><span class="price">$10</span><p>Product code: 83810610</p>'
+    assert extract_product(page(body), "https://shop.example.com/widget").sku == "83810610"
+
+
+@pytest.mark.parametrize(
+    ("label", "value"),
+    [("SKU:", "AB-1234"), ("Art.-Nr.", "1049084"), ("Ref.", "TE502955"), ("Código:", "746423"),
+     ("Artikelnummer", "55512"), ("Kod produktu:", "82514129")],
+)
+def test_sku_labels_in_several_languages(label, value):
+    body = f'<h1>Widget</h1><div class="details"><span>{label}</span> <span>{value}</span></div>'
+    assert extract_product(page(body), "https://shop.example.com/widget").sku == value
+
+
+def test_visible_product_code_preferred_over_markup_sku_that_is_the_mpn():
+    ld = product_ld()
+    ld.update(sku="238368885", mpn="238368885")
+    body = '<h1>Widget</h1><p>Product code: 83810610</p>'
+    assert extract_product(page(body, ld=ld), "https://shop.example.com/widget").sku == "83810610"
+
+
+def test_model_number_in_title_is_not_the_sku():
+    ld = product_ld()
+    ld.update(name="Desktop OPTIPLEX 9010 TOWER i7", sku="OPTIPLEX 9010 TOWER")
+    p = extract_product(page("<h1>Desktop OPTIPLEX 9010 TOWER i7</h1>", ld=ld), "https://shop.example.com/Prod/144432/")
+    assert p.sku == "144432"
+
+
+@pytest.mark.parametrize(
+    ("url", "sku"),
+    [("https://www.example.com/dp/B07FW264WL", "B07FW264WL"),
+     ("https://www.example.ch/de/filzstift-24718?sku=1049084", "1049084"),
+     ("https://www.example.com/itm/302474151804", "302474151804"),
+     ("https://www.example.pt/Tommy-Jeans-OFLEKI-x3410048.php", "3410048")],
+)
+def test_sku_from_url(url, sku):
+    assert extract_product(page("<h1>Thing</h1>"), url).sku == sku
+
+
+# ---------------------------------------------------------------- promotions
+
+@pytest.mark.parametrize("text", ["-20%", "20% off", "2x1", "3 for 2", "Free shipping", "Envío gratis", "Sale"])
+def test_badge_texts(text):
+    assert is_badge_text(text)
+
+
+@pytest.mark.parametrize("text", ["Widget 2000", "Add to cart", "Reviews (12)"])
+def test_not_badges(text):
+    assert not is_badge_text(text)
+
+
+def test_coupon_code():
+    assert find_coupon("Use code SAVE20 at checkout") == "SAVE20"
+    assert find_coupon("Cupón: VERANO24") == "VERANO24"
+
+
+def test_promotions_free_shipping_and_coupon_on_page():
+    body = ('<h1>Widget</h1><span class="price">$10</span><span class="badge">-20%</span>'
+            '<div class="shipping-badge">Free shipping</div><div class="coupon">Use code SAVE20</div>')
+    p = extract_product(page(body), URL)
+    assert "-20%" in p.promotions and p.shipping == Decimal(0) and p.coupon == "SAVE20"
+
+
+# ---------------------------------------------------------------- demo shop markup and selectors
+
+DEMO = """<html lang="es"><head><script type="application/ld+json">{"@context":"https://schema.org","@type":"Product",
+"name":"Lavadora X","sku":"LX-1","offers":{"@type":"Offer","price":"1299.00","priceCurrency":"EUR"}}</script></head>
+<body><h1>Lavadora X</h1><span class="price">1.299,00 €</span><del class="price-was">1.499,00 €</del>
+<span class="badge">-13%</span><p class="stock">Agotado</p></body></html>"""
+
+
+def test_demo_shop_markup():
+    p = extract_product(DEMO, "https://demo.example.es/lavadora-x")
+    assert (p.price, p.regular_price, p.currency) == (Decimal("1299.00"), Decimal("1499.00"), "EUR")
+    assert p.promotions == ("-13%",)
+    assert p.availability == Availability.OUT_OF_STOCK
+    assert p.sku == "LX-1"
+
+
+def test_selectors_override_field_by_field():
+    sel = Selectors(price="del.price-was", availability="h1", sku="h1")
+    p = extract_product(DEMO, "https://demo.example.es/lavadora-x", sel)
+    assert p.price == Decimal("1499.00")
+    assert p.availability == Availability.IN_STOCK  # element present and not saying "out of stock"
+    assert p.sku == "Lavadora X"
+    assert p.regular_price == Decimal("1499.00") and p.name == "Lavadora X"  # not configured: automatic
+
+
+def test_selector_matching_nothing_gives_none_not_a_guess():
+    p = extract_product(DEMO, "https://demo.example.es/lavadora-x", Selectors(price=".nope", promotion=".nope"))
+    assert p.price is None and p.promotions == ()
+
+
+def test_invalid_selector_gives_none():
+    assert extract_product(DEMO, "https://demo.example.es/x", Selectors(price="[[[")).price is None
+
+
+# ---------------------------------------------------------------- robustness and speed
+
+@pytest.mark.parametrize("html", ["", "<<<>>>", "<html><body><h1>", b"\xff\xfe\x00garbage", "x" * 10,
+                                  '<script type="application/ld+json">{not json</script>'])
+def test_bad_html_never_raises(html):
+    p = extract_product(html, "not a url")
+    assert p.price is None
+
+
+def test_bytes_input_with_declared_charset():
+    html = page("<h1>Café</h1><span class='price'>12,50 EUR</span>", lang="fr").replace(
+        "<head>", '<head><meta charset="iso-8859-1">').encode("iso-8859-1")
+    p = extract_product(html, "https://shop.example.fr/cafe")
+    assert p.name == "Café" and p.price == Decimal("12.50")
+
+
+def test_small_json_ld_page_is_well_under_a_millisecond():
+    html = page("<div><p>Some product text.</p></div>" * 250 + "<h1>Widget</h1><span class='price'>$19.99</span>", ld=product_ld())
+    assert 8_000 < len(html) < 12_000
+    extract_product(html, URL)
+    n = 300
+    t0 = time.perf_counter()
+    for _ in range(n):
+        extract_product(html, URL)
+    per_page = (time.perf_counter() - t0) / n
+    assert per_page < 0.002, per_page  # typically ~0.3 ms; loose bound for busy CI machines
