@@ -7,6 +7,7 @@ it is autoescaped in HTML and never rendered as a template, so `{{ 7*7 }}` in a 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -107,6 +108,8 @@ class ReportData:
     summary_lines: list[str]
     rivals: list[dict[str, Any]]
     health: list[dict[str, Any]] = field(default_factory=list)
+    # Sections of other target kinds: {"title", "html_template", "text_template", "data", "summary_lines"}
+    sections: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -136,6 +139,13 @@ def _describe(kind: str, data: dict[str, Any], fmt: Formatter) -> dict[str, Any]
     return row
 
 
+ChangeRow = tuple[Change, Target, "Rival | None"]
+SectionBuilder = Callable[[Session, Config, Formatter, list[ChangeRow]], "dict[str, Any] | None"]
+# Target kind -> builder of its report section, from its unreported (non-health) changes. Registered by
+# the kind's module (tracker.kinds.*); product changes are the built-in per-rival section.
+SECTION_BUILDERS: dict[str, SectionBuilder] = {}
+
+
 def collect(session: Session, config: Config, *, now: datetime | None = None) -> ReportData:
     """Gather the changes not yet reported, grouped by rival and product, as plain data."""
     now = now or datetime.now(UTC)
@@ -152,13 +162,17 @@ def collect(session: Session, config: Config, *, now: datetime | None = None) ->
     health: list[dict[str, Any]] = []
     change_ids: list[int] = []
     moves: list[tuple[Decimal, str]] = []
-    latest_ids = {t.id for _, t, _ in rows}
+    latest_ids = {t.id for _, t, _ in rows if t.kind == "product"}
     latest = _latest_ok(session, latest_ids)
+    other_kinds: dict[str, list[ChangeRow]] = defaultdict(list)
     for change, target, rival in rows:
         change_ids.append(change.id)
         summary[change.kind] += 1
         rival_name = rival.name if rival else "(keywords)"
         label = target.name or (latest.get(target.id, {}).get("title")) or target.url or target.key
+        if target.kind != "product" and change.kind not in HEALTH_KINDS:
+            other_kinds[target.kind].append((change, target, rival))
+            continue
         if change.kind in HEALTH_KINDS:
             health.append({"rival": rival_name, "target": label, "url": target.url,
                            "status": LABELS[change.kind], "reason": change.data.get("reason") or "",
@@ -181,6 +195,16 @@ def collect(session: Session, config: Config, *, now: datetime | None = None) ->
             moves.append((abs(Decimal(change.data["pct"])), f"{label} ({rival_name}) "
                           f"{fmt.pct(change.data['pct'])}"))
     summary_lines = _summary_lines(summary, moves)
+    sections = []
+    for kind, kind_rows in sorted(other_kinds.items()):
+        builder = SECTION_BUILDERS.get(kind)
+        section = builder(session, config, fmt, kind_rows) if builder else None
+        if section:
+            sections.append(section)
+            extra = section.get("summary_lines", [])
+            if extra and summary_lines == ["No changes."]:
+                summary_lines = []
+            summary_lines += extra
     return ReportData(
         title=f"Rivalwatch report, {fmt.when(now)}",
         generated_at=fmt.when(now),
@@ -190,6 +214,7 @@ def collect(session: Session, config: Config, *, now: datetime | None = None) ->
         rivals=[{"name": name, "products": list(products.values())}
                 for name, products in sorted(rivals.items())],
         health=health,
+        sections=sections,
     )
 
 
