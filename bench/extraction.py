@@ -49,8 +49,10 @@ def _dec(x: str) -> Decimal | None:
 
 
 def _thousands_reading(x: str) -> Decimal | None:
-    """'3.34' / '23.450' read as an amount with a dot thousands separator (3340 / 23450), else None."""
+    """'3.34' / '23.450' / '5' read as an amount shown with a dot thousands separator (3340 / 23450 / 5000)."""
     s = str(x).strip()
+    if s.isdigit() and len(s) <= 3:
+        return Decimal(s) * 1000  # "5" for "$5.000"
     if s.count(".") == 1:
         whole, frac = s.split(".")
         if whole.isdigit() and frac.isdigit() and 1 <= len(frac) <= 3:

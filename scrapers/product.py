@@ -558,6 +558,16 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     if meta_rec is not None:
         records.append(meta_rec)
 
+    if not any(o.get("price") is not None or o.get("low") is not None for r in records for o in r.offers):
+        # no price in the markup: embedded application state (__NEXT_DATA__, __INITIAL_STATE__...), used
+        # only when its price is also visible on the page (checked in _reconcile_price via `alts`)
+        ref = doc.h1 or meta.get("og:title") or doc.title
+        state = [r for r in state_records(tree) if _name_match(r.name, ref) >= 0.6]
+        if state:
+            best_state = max(state, key=lambda r: _name_match(r.name, ref))
+            best_state.source = "state"
+            records.append(best_state)
+
     main: Record | None = None
     if records:
         scored = sorted(((_record_score(r, doc, i), i, r) for i, r in enumerate(records)), key=lambda x: (-x[0], x[1]))
@@ -606,6 +616,8 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     promotions, coupon, ends, shipping = _promotions(doc)
     text = doc.visible_text()
 
+    if main is not None and main.source == "state" and price is not None and not amount_in_text(price, text):
+        price = regular = None
     price, regular, currency = _reconcile_price(doc, price, regular, currency, alt_prices, cands, text)
     if price is not None and currency is None:
         currency = next((c.currency for c in cands if c.amount == price and c.currency), None) \

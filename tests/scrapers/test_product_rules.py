@@ -310,3 +310,19 @@ def test_small_json_ld_page_is_well_under_a_millisecond():
         extract_product(html, URL)
     per_page = (time.perf_counter() - t0) / n
     assert per_page < 0.002, per_page  # typically ~0.3 ms; loose bound for busy CI machines
+
+
+# ---------------------------------------------------------------- embedded application state
+
+def test_next_data_state_used_when_markup_has_no_price_and_page_shows_it():
+    html = ('<html lang="en"><head><title>Widget Pro</title></head><body><h1>Widget Pro</h1><div class="x">$49.90</div>'
+            '<script id="__NEXT_DATA__" type="application/json">{"props":{"pageProps":{"product":'
+            '{"name":"Widget Pro","sku":"WP-9","price":49.9,"currency":"USD"}}}}</script></body></html>')
+    p = extract_product(html, "https://shop.example.com/widget-pro")
+    assert (p.price, p.currency, p.sku) == (Decimal("49.9"), "USD", "WP-9")
+
+
+def test_initial_state_price_not_shown_on_page_is_ignored():
+    html = ('<html lang="en"><head><title>Widget Pro</title></head><body><h1>Widget Pro</h1><p>Ask for a quote</p>'
+            '<script>window.__INITIAL_STATE__ = {"product": {"name": "Widget Pro", "price": 12.5}};</script></body></html>')
+    assert extract_product(html, "https://shop.example.com/widget-pro").price is None
