@@ -243,7 +243,7 @@ def _register_extra_commands() -> None:
     """Command groups that live in their own modules (workers, catalogue, rankings)."""
     import importlib
 
-    for name in ("tracker.cli_workers", "tracker.cli_catalog"):
+    for name in ("tracker.cli_workers", "tracker.cli_catalog", "tracker.cli_report"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
