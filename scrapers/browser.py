@@ -57,8 +57,11 @@ def find_chromium(configured: str | Path | None = None) -> str | None:
 
 def launch_args() -> list[str]:
     args = list(CHROMIUM_FLAGS)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        args.insert(0, "--no-sandbox")  # Chromium refuses to start as root with its sandbox
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    # Chromium refuses to start as root with its sandbox; in a container (where the sandbox's namespaces
+    # are usually unavailable) TRACKER_CHROMIUM_NO_SANDBOX=1 turns it off: the container is the boundary.
+    if as_root or os.environ.get("TRACKER_CHROMIUM_NO_SANDBOX") == "1":
+        args.insert(0, "--no-sandbox")
     return args
 
 
