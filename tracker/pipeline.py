@@ -8,6 +8,7 @@ the same coroutine runs in `tracker check`, under the scheduler, and inside a di
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from tracker.store import Observed, record_check
 from tracker.targets import TargetRef
 
 T = TypeVar("T")
+log = logging.getLogger("tracker.pipeline")
 STATUSES = ("ok", "failed", "blocked", "unextractable")
 
 
@@ -130,7 +132,11 @@ class Checker:
         if observe is None:
             observed, via = Observed("failed", f"no observer for target kind {target.kind!r}"), None
         else:
-            observed, via = await observe(self, target)
+            try:
+                observed, via = await observe(self, target)
+            except Exception as exc:  # noqa: BLE001 - a bug on one page must not stop the pass
+                log.exception("check of target %s (%s) crashed", target.id, target.url)
+                observed, via = Observed("failed", f"internal error: {type(exc).__name__}: {exc}"[:500]), None
         now = datetime.now(UTC)
 
         def write() -> CheckResult:
