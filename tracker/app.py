@@ -51,7 +51,8 @@ async def check_once(config: Config, db: Database, *, rival: str | None = None, 
 
 
 def preview_report(config: Config, db: Database) -> Rendered:
-    """The report of unreported changes, without marking anything reported."""
+    """The report of unreported changes, without marking anything reported (its `html` embeds the charts,
+    so it opens as a file)."""
     with db.session() as session:
         return render(collect(session, config), config)
 
@@ -74,8 +75,9 @@ def queue_report(config: Config, db: Database, *, kind: str = "digest") -> Queue
         if data.empty:
             return None
         rendered = render(data, config)
-        message = build_message(subject=rendered.subject, sender=config.email.from_,
-                                recipients=list(config.email.to), html=rendered.html, text=rendered.text)
+        # The mailed HTML references its charts by Content-ID; the stored copy (outbox folder, `tracker
+        # outbox`) embeds them, so it opens as a file.
+        message = rendered.message(config)
         row: OutboxMessage = enqueue(session, kind=kind, message=message, html=rendered.html)
         session.flush()
         session.execute(update(Change).where(Change.id.in_(data.change_ids)).values(report_id=row.id))

@@ -2,34 +2,50 @@
 
 Templates receive plain dicts and strings, never ORM objects or sessions. Rival-supplied text is data:
 it is autoescaped in HTML and never rendered as a template, so `{{ 7*7 }}` in a product name stays text.
+
+What the reader gets, top to bottom: the summary (price moves, biggest moves, where the own shop stands,
+promotions, stock, keyword winners and losers, the health line), the price position against the own shop,
+each rival's changed products (old -> new, delta, regular price, promotion, stock, link, a 30-day price
+chart as an inline PNG), the sections of other target kinds (SECTION_BUILDERS), and health.
+
+Words, numbers, money and dates follow `config.locale` (tracker.report_i18n + Babel). The HTML part of
+the mail stays under MAIL_HTML_BUDGET bytes (Gmail clips messages past ~102 KB): a report too large for it
+shows its most important products and attaches the full report as HTML and CSV.
 """
 
 from __future__ import annotations
 
+import base64
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import css_inline
 from babel.core import Locale, UnknownLocaleError
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tracker.config import Config
-from tracker.models import Change, Observation, Rival, Target
+from tracker.models import Change, Rival, Target
+from tracker.position import Position, latest_ok, pct_gap, position_of
+from tracker.report_i18n import catalogue, pick
 
 PRICE_KINDS = ("price_down", "price_up", "currency_changed", "regular_price_changed")
 PROMO_KINDS = ("promotion_started", "promotion_ended", "promotion_changed")
 STOCK_KINDS = ("out_of_stock", "back_in_stock")
 HEALTH_KINDS = ("health_failed", "health_blocked", "health_unextractable", "health_recovered")
+RANK_UP_KINDS = ("rank_up", "entered_top")
+RANK_DOWN_KINDS = ("rank_down", "left_top")
 
+# English labels of change kinds (kept for other modules; the report itself speaks config.locale).
 LABELS = {
     "price_down": "Price down", "price_up": "Price up", "currency_changed": "Currency changed",
     "regular_price_changed": "Regular price changed", "promotion_started": "Promotion started",
@@ -38,6 +54,12 @@ LABELS = {
     "health_failed": "Failing", "health_blocked": "Blocked", "health_unextractable": "Unextractable",
     "health_recovered": "Recovered",
 }
+
+CHART_DAYS = 30
+MAX_CHARTS = 30            # charts per report: the products with the biggest moves get them
+POSITION_ROWS = 20         # position rows in the mail; all of them go to an attached CSV beyond that
+MAIL_HTML_BUDGET = 95_000  # bytes of the HTML part; Gmail clips at ~102 KB
+DEFAULT_SUBJECT = "Rivalwatch: {changes} changes"
 
 
 def templates_dir() -> Path:
@@ -54,11 +76,13 @@ def environment() -> Environment:
                       autoescape=select_autoescape(enabled_extensions=("html", "html.j2"),
                                                    default_for_string=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    # "15.0 %" must not break before its "%" on a phone: a no-break space (the text stays the same to read).
+    env.filters["nowrap_units"] = lambda text: str(text).replace(" %", "\u00a0%")
     return env
 
 
 class Formatter:
-    """Numbers, money and dates in the report's locale (Babel)."""
+    """Words, numbers, money and dates in the report's locale (message catalogue + Babel)."""
 
     def __init__(self, locale: str, timezone: Any):
         try:
@@ -66,6 +90,31 @@ class Formatter:
         except (UnknownLocaleError, ValueError):
             self.locale = Locale.parse("en_US")
         self.tz = timezone
+        self.language = self.locale.language
+        self.messages = catalogue(self.language)
+        self._english = catalogue("en")
+
+    def t(self, key: str, n: int | None = None, **values: Any) -> str:
+        """The message `key` in the report's language; `n` picks the plural form and fills `{n}`."""
+        message = self.messages.get(key, self._english.get(key, key))
+        if n is not None:
+            message = pick(message, self.locale.plural_form(abs(n)))
+            values["n"] = self.number(n)
+        elif isinstance(message, dict):
+            message = message["other"]
+        return message.format(**values) if values else message
+
+    def label(self, kind: str) -> str:
+        """The name of a change kind (`price_down` -> "Price down")."""
+        if kind in self.messages or kind in self._english:
+            return self.t(kind)
+        return kind.replace("_", " ").capitalize()
+
+    def availability(self, value: str | None) -> str:
+        return self.t(value) if value and (value in self._english) else (value or "")
+
+    def number(self, value: int | Decimal) -> str:
+        return format_decimal(value, locale=self.locale)
 
     def money(self, amount: str | Decimal | None, currency: str | None) -> str:
         if amount is None:
@@ -75,14 +124,14 @@ class Formatter:
             return format_currency(value, currency, locale=self.locale)
         return format_decimal(value, format="#,##0.00", locale=self.locale)
 
-    def signed_money(self, amount: str | None, currency: str | None) -> str:
+    def signed_money(self, amount: str | Decimal | None, currency: str | None) -> str:
         if amount is None:
             return ""
         value = Decimal(amount)
         sign = "+" if value > 0 else "−" if value < 0 else ""
         return sign + self.money(abs(value), currency)
 
-    def pct(self, pct: str | None) -> str:
+    def pct(self, pct: str | Decimal | None) -> str:
         if pct is None:
             return ""
         value = Decimal(pct)
@@ -95,6 +144,10 @@ class Formatter:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return format_datetime(value.astimezone(self.tz), "yyyy-MM-dd HH:mm", locale=self.locale)
+
+    def day(self, value: datetime) -> str:
+        """A short day for chart axes: "23 Nov", "23 nov"."""
+        return format_date(value.astimezone(self.tz), "d MMM", locale=self.locale)
 
 
 @dataclass
@@ -110,16 +163,31 @@ class ReportData:
     health: list[dict[str, Any]] = field(default_factory=list)
     # Sections of other target kinds: {"title", "html_template", "text_template", "data", "summary_lines"}
     sections: list[dict[str, Any]] = field(default_factory=list)
+    lang: str = "en"
+    labels: dict[str, str] = field(default_factory=dict)      # the templates' fixed words, translated
+    position: dict[str, Any] | None = None                     # price position against the own shop
+    images: dict[str, bytes] = field(default_factory=dict)     # Content-ID -> PNG (price charts)
+    rows: list[dict[str, Any]] = field(default_factory=list)   # every change, flat and raw (CSV)
+    notice: str = ""                                           # shown on top when the mail is shortened
+    more_rivals: str = ""                                      # "...and 3 more rivals" when shortened
+    subject: str = ""
+    locale: str = "en_US"
+    tz: Any = UTC
 
     @property
     def empty(self) -> bool:
         return not self.change_ids
 
 
+TEMPLATE_WORDS = ("summary", "position", "you", "cheapest_rival", "gap", "gap_hint", "product", "now",
+                  "regular", "change", "before", "after", "delta", "open_page", "alerted", "own_shop", "health",
+                  "target", "status", "since", "why", "other_changes")
+
+
 def _describe(kind: str, data: dict[str, Any], fmt: Formatter) -> dict[str, Any]:
     cur = data.get("currency")
-    row: dict[str, Any] = {"kind": kind, "label": LABELS.get(kind, kind.replace("_", " ")), "old": "", "new": "",
-                           "delta": "", "pct": "", "detail": ""}
+    row: dict[str, Any] = {"kind": kind, "label": fmt.label(kind), "old": "", "new": "", "delta": "", "pct": "",
+                           "detail": "", "alerted": bool(data.get("alerted"))}
     if kind in ("price_down", "price_up"):
         row.update(old=fmt.money(data["old"], cur), new=fmt.money(data["new"], cur),
                    delta=fmt.signed_money(data.get("delta"), cur), pct=fmt.pct(data.get("pct")))
@@ -133,10 +201,26 @@ def _describe(kind: str, data: dict[str, Any], fmt: Formatter) -> dict[str, Any]
     elif kind == "promotion_changed":
         row.update(old=", ".join(data.get("old", [])), new=", ".join(data.get("new", [])))
     elif kind in STOCK_KINDS:
-        row.update(old=data.get("old") or "InStock", new=data.get("new") or "InStock")
+        row.update(old=fmt.availability(data.get("old") or "InStock"),
+                   new=fmt.availability(data.get("new") or "InStock"))
     elif kind.startswith("health_"):
         row["detail"] = data.get("reason") or ""
     return row
+
+
+def _importance(changes: list[tuple[str, dict[str, Any]]], undercut: bool) -> Decimal:
+    """How much a product's changes matter to the reader, to order what a shortened mail keeps."""
+    score = Decimal(1000) if undercut else Decimal(0)
+    for kind, data in changes:
+        if kind in ("price_down", "price_up") and data.get("pct") is not None:
+            score = max(score, abs(Decimal(data["pct"])) + 10)
+        elif kind in STOCK_KINDS:
+            score = max(score, Decimal(8))
+        elif kind in PROMO_KINDS or kind in ("currency_changed", "regular_price_changed"):
+            score = max(score, Decimal(5))
+        else:
+            score = max(score, Decimal(1))
+    return score
 
 
 ChangeRow = tuple[Change, Target, "Rival | None"]
@@ -146,7 +230,7 @@ SectionBuilder = Callable[[Session, Config, Formatter, list[ChangeRow]], "dict[s
 SECTION_BUILDERS: dict[str, SectionBuilder] = {}
 
 
-def collect(session: Session, config: Config, *, now: datetime | None = None) -> ReportData:
+def collect(session: Session, config: Config, *, now: datetime | None = None, charts: bool = True) -> ReportData:
     """Gather the changes not yet reported, grouped by rival and product, as plain data."""
     now = now or datetime.now(UTC)
     fmt = Formatter(config.locale, config.tz)
@@ -159,113 +243,356 @@ def collect(session: Session, config: Config, *, now: datetime | None = None) ->
     ).all()
     summary: Counter[str] = Counter()
     rivals: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    own_rivals: set[str] = set()
     health: list[dict[str, Any]] = []
     change_ids: list[int] = []
     moves: list[tuple[Decimal, str]] = []
-    latest_ids = {t.id for _, t, _ in rows if t.kind == "product"}
-    latest = _latest_ok(session, latest_ids)
+    flat: list[dict[str, Any]] = []
+    latest = latest_ok(session, {t.id for _, t, _ in rows if t.kind == "product"})
+    position = position_of(session, [(c.target_id, c.kind, c.data or {}) for c, t, _ in rows if t.kind == "product"])
+    undercut_ids = {u.target_id for u in position.undercuts}
     other_kinds: dict[str, list[ChangeRow]] = defaultdict(list)
     for change, target, rival in rows:
+        data = change.data or {}
         change_ids.append(change.id)
         summary[change.kind] += 1
         rival_name = rival.name if rival else "(keywords)"
-        label = target.name or (latest.get(target.id, {}).get("title")) or target.url or target.key
+        obs = latest.get(target.id)
+        label = target.name or (obs.title if obs else None) or target.url or target.key
+        flat.append({"detected_at": change.detected_at, "rival": rival_name, "target": label, "url": target.url,
+                     "target_kind": target.kind, "kind": change.kind, "label": fmt.label(change.kind), **{
+                         k: data.get(k) for k in ("old", "new", "delta", "pct", "currency")},
+                     "detail": data.get("reason") or ", ".join(data.get("promotions", []) or [])})
         if target.kind != "product" and change.kind not in HEALTH_KINDS:
             other_kinds[target.kind].append((change, target, rival))
             continue
         if change.kind in HEALTH_KINDS:
+            runs = data.get("runs")
             health.append({"rival": rival_name, "target": label, "url": target.url,
-                           "status": LABELS[change.kind], "reason": change.data.get("reason") or "",
-                           "runs": change.data.get("runs"), "since": fmt.when(change.data.get("since")),
+                           "status": fmt.label(change.kind), "reason": data.get("reason") or "",
+                           "runs": fmt.t("runs", runs) if runs else "", "since": fmt.when(data.get("since")),
                            "recovered": change.kind == "health_recovered"})
             continue
+        if rival is not None and rival.own:
+            own_rivals.add(rival_name)
         product = rivals[rival_name].get(target.id)
         if product is None:
-            current = latest.get(target.id, {})
-            product = rivals[rival_name][target.id] = {
-                "name": label, "url": target.url, "changes": [],
-                "price": fmt.money(current.get("price"), current.get("currency")),
-                "regular_price": fmt.money(current.get("regular_price"), current.get("currency"))
-                if current.get("regular_price") is not None else "",
-                "promotions": ", ".join(current.get("promotions") or []),
-                "availability": current.get("availability") or "",
-            }
-        product["changes"].append(_describe(change.kind, change.data, fmt))
-        if change.kind in ("price_down", "price_up") and change.data.get("pct") is not None:
-            moves.append((abs(Decimal(change.data["pct"])), f"{label} ({rival_name}) "
-                          f"{fmt.pct(change.data['pct'])}"))
-    summary_lines = _summary_lines(summary, moves)
+            product = rivals[rival_name][target.id] = _product_entry(target, obs, label, fmt, position)
+        product["changes"].append(_describe(change.kind, data, fmt))
+        product["_raw"].append((change.kind, data))
+        if change.kind in ("price_down", "price_up") and data.get("pct") is not None:
+            moves.append((abs(Decimal(data["pct"])), f"{label} ({rival_name}) {fmt.pct(data['pct'])}"))
+    for products in rivals.values():
+        for target_id, product in products.items():
+            product["score"] = _importance(product.pop("_raw"), target_id in undercut_ids)
+            product["alerted"] = any(c["alerted"] for c in product["changes"])
+    images = _charts(session, fmt, rivals, position, now) if charts else {}
+
     sections = []
+    section_lines: list[str] = []
     for kind, kind_rows in sorted(other_kinds.items()):
         builder = SECTION_BUILDERS.get(kind)
-        section = builder(session, config, fmt, kind_rows) if builder else None
+        section = builder(session, config, fmt, kind_rows) if builder else _generic_section(fmt, kind_rows)
         if section:
             sections.append(section)
-            extra = section.get("summary_lines", [])
-            if extra and summary_lines == ["No changes."]:
-                summary_lines = []
-            summary_lines += extra
+            section_lines += section.get("summary_lines", [])
+    summary_lines = _summary_lines(fmt, summary, moves, position, health, other_kinds.get("serp", []))
+    summary_lines += section_lines
+    if not summary_lines:
+        summary_lines = [fmt.t("no_changes")]
+    labels = {k: fmt.t(k) for k in TEMPLATE_WORDS}
+    rival_list = [{"name": name, "own": name in own_rivals, "products": list(products.values()), "more": ""}
+                  for name, products in sorted(rivals.items(), key=lambda kv: (kv[0] in own_rivals, kv[0]))]
+    subject = config.email.subject
+    if subject == DEFAULT_SUBJECT:
+        subject = fmt.t("subject", len(change_ids))
+    else:
+        subject = subject.replace("{changes}", str(len(change_ids)))
     return ReportData(
-        title=f"Rivalwatch report, {fmt.when(now)}",
-        generated_at=fmt.when(now),
+        title=fmt.t("title", when=fmt.when(now)),
+        generated_at=fmt.t("generated", when=fmt.when(now)),
         change_ids=change_ids,
         summary=dict(summary),
         summary_lines=summary_lines,
-        rivals=[{"name": name, "products": list(products.values())}
-                for name, products in sorted(rivals.items())],
+        rivals=rival_list,
         health=health,
         sections=sections,
+        lang=fmt.language,
+        labels=labels,
+        position=_position_data(fmt, position) if position.rows else None,
+        images=images,
+        rows=flat,
+        subject=subject,
+        locale=config.locale,
+        tz=config.tz,
     )
 
 
-def _latest_ok(session: Session, target_ids: set[int]) -> dict[int, dict[str, Any]]:
-    """The newest ok observation of each target, as plain values."""
-    if not target_ids:
+def _product_entry(target: Target, obs: Any, label: str, fmt: Formatter, position: Position) -> dict[str, Any]:
+    currency = obs.currency if obs else None
+    entry: dict[str, Any] = {
+        "target_id": target.id, "name": label, "url": target.url, "changes": [], "_raw": [], "chart": None,
+        "currency": currency, "more": "",
+        "price": fmt.money(obs.price if obs else None, currency),
+        "regular_price": fmt.money(obs.regular_price, currency) if obs and obs.regular_price is not None else "",
+        "promotions": ", ".join(obs.promotions or []) if obs else "",
+        "availability": fmt.availability(obs.availability) if obs else "",
+        "own_price": "", "own_gap": "", "own_dearer": False,
+    }
+    own = position.own_of.get(target.id)
+    if own is not None and own.price is not None and obs is not None and obs.price is not None \
+            and (own.currency == currency or not own.currency or not currency):
+        gap = pct_gap(own.price, obs.price)
+        entry["own_price"] = fmt.money(own.price, own.currency)
+        if gap is not None and gap != 0:
+            entry["own_gap"] = fmt.t("you_dearer" if gap > 0 else "you_cheaper", pct=fmt.pct(abs(gap)))
+            entry["own_dearer"] = gap > 0
+    return entry
+
+
+def _charts(session: Session, fmt: Formatter, rivals: dict[str, dict[int, dict[str, Any]]], position: Position,
+            now: datetime) -> dict[str, bytes]:
+    """Price charts for the changed products that matter most (MAX_CHARTS), as {Content-ID: PNG}."""
+    from tracker.charts import price_chart, price_series, window
+
+    candidates = sorted((p for products in rivals.values() for p in products.values()),
+                        key=lambda p: p["score"], reverse=True)[:MAX_CHARTS]
+    if not candidates:
         return {}
-    out: dict[int, dict[str, Any]] = {}
-    rows = session.scalars(
-        select(Observation).where(Observation.target_id.in_(target_ids), Observation.status == "ok")
-        .order_by(Observation.target_id, Observation.id))
-    for obs in rows:
-        out[obs.target_id] = {"price": obs.price, "regular_price": obs.regular_price, "currency": obs.currency,
-                              "promotions": obs.promotions, "availability": obs.availability,
-                              "title": obs.title}
-    return out
+    since, until = window(now, CHART_DAYS)
+    own_ids = {p["target_id"]: position.own_of[p["target_id"]].target_id
+               for p in candidates if p["target_id"] in position.own_of}
+    series = price_series(session, [p["target_id"] for p in candidates] + list(own_ids.values()),
+                          since=since, until=until)
+    images: dict[str, bytes] = {}
+    for product in candidates:
+        s = series.get(product["target_id"])
+        if s is None or s.empty:
+            continue
+        currency = product["currency"]
+        own = series.get(own_ids[product["target_id"]]) if product["target_id"] in own_ids else None
+        png = price_chart(s, since=since, until=until, own=own, day=fmt.day,
+                          money=lambda d, c=currency: fmt.money(d, c))  # type: ignore[misc]
+        cid = f"chart-{product['target_id']}@rivalwatch"
+        images[cid] = png
+        product["chart"] = {"cid": cid, "alt": fmt.t("chart_alt", days=CHART_DAYS), "own": own is not None}
+    return images
 
 
-def _summary_lines(summary: Counter[str], moves: list[tuple[Decimal, str]]) -> list[str]:
+def _position_data(fmt: Formatter, position: Position) -> dict[str, Any]:
+    changed = {u.target_id for u in position.undercuts}
+    rows = []
+    for r in position.rows:
+        rival_ids = {o.target_id for o in r.rivals}
+        rows.append({
+            "name": r.name, "url": r.own.url, "own": fmt.money(r.own.price, r.own.currency),
+            "cheapest": r.cheapest_rival.rival if r.cheapest_rival else "",
+            "cheapest_price": fmt.money(r.cheapest_rival.price, r.cheapest_rival.currency) if r.cheapest_rival else "",
+            "cheapest_url": r.cheapest_rival.url if r.cheapest_rival else None,
+            "gap": fmt.pct(r.gap_pct) if r.gap_pct is not None else "",
+            "dearer": bool(r.gap_pct is not None and r.gap_pct > 0),
+            "own_cheapest": r.own_cheapest, "undercut": bool(rival_ids & changed),
+            "rivals": [{"rival": o.rival, "price": fmt.money(o.price, o.currency), "url": o.url,
+                        "out": not o.buyable} for o in r.rivals],
+            "_order": (not bool(rival_ids & changed), not (r.gap_pct is not None and r.gap_pct > 0),
+                       -(r.gap_pct or 0), r.name.casefold()),
+        })
+    rows.sort(key=lambda x: x.pop("_order"))
+    by_rival = Counter(u.rival for u in position.undercuts)
+    more = max(0, len(rows) - POSITION_ROWS)
+    return {"line": _position_line(fmt, position), "rows": rows[:POSITION_ROWS], "all_rows": rows,
+            "more": more, "more_text": fmt.t("position_more", more) if more else "", "undercuts": dict(by_rival),
+            "cheapest": position.cheapest, "total": position.total}
+
+
+def _position_line(fmt: Formatter, position: Position) -> str:
+    parts = [fmt.t("cheapest_on", position.cheapest, total=fmt.number(position.total))]
+    by_rival = Counter(u.rival for u in position.undercuts)
+    for rival, n in sorted(by_rival.items(), key=lambda kv: (-kv[1], kv[0])):
+        parts.append(fmt.t("undercut_today", n, rival=rival))
+    return "; ".join(parts)
+
+
+def _generic_section(fmt: Formatter, rows: list[ChangeRow]) -> dict[str, Any] | None:
+    """Changes of a target kind that has no section builder: listed plainly rather than dropped."""
+    items = []
+    for change, target, rival in rows:
+        d = change.data or {}
+        items.append({"who": rival.name if rival else "", "target": target.name or target.url or target.key,
+                      "url": target.url, "label": fmt.label(change.kind),
+                      "old": "" if d.get("old") is None else str(d.get("old")),
+                      "new": "" if d.get("new") is None else str(d.get("new"))})
+    if not items:
+        return None
+    return {"title": fmt.t("other_changes"), "html_template": "_other_changes.html.j2",
+            "text_template": "_other_changes.txt.j2", "data": {"items": items}, "summary_lines": []}
+
+
+def _summary_lines(fmt: Formatter, summary: Counter[str], moves: list[tuple[Decimal, str]], position: Position,
+                   health: list[dict[str, Any]], serp_rows: list[ChangeRow]) -> list[str]:
     lines = []
     down, up = summary.get("price_down", 0), summary.get("price_up", 0)
     if down or up:
-        lines.append(f"{down + up} price{'s' if down + up != 1 else ''} moved: {down} down, {up} up")
+        lines.append(fmt.t("prices_moved", down + up, down=fmt.number(down), up=fmt.number(up)))
     if moves:
-        top = [text for _, text in sorted(moves, reverse=True)[:3]]
-        lines.append("Biggest moves: " + "; ".join(top))
-    for kind, text in (("promotion_started", "promotion{s} started"), ("promotion_ended", "promotion{s} ended"),
-                       ("out_of_stock", "product{s} went out of stock"),
-                       ("back_in_stock", "product{s} back in stock")):
+        top = [text for _, text in sorted(moves, key=lambda m: m[0], reverse=True)[:3]]
+        lines.append(fmt.t("biggest_moves", moves="; ".join(top)))
+    if position.rows:
+        lines.append(_position_line(fmt, position))
+    for kind, key in (("promotion_started", "promotions_started"), ("promotion_ended", "promotions_ended"),
+                      ("out_of_stock", "out_of_stock_n"), ("back_in_stock", "back_in_stock_n")):
         n = summary.get(kind, 0)
         if n:
-            lines.append(f"{n} " + text.format(s="s" if n != 1 else ""))
-    failing = sum(summary.get(k, 0) for k in HEALTH_KINDS if k != "health_recovered")
+            lines.append(fmt.t(key, n))
+    lines += _keyword_lines(fmt, serp_rows)
+    failing = [h for h in health if not h["recovered"]]
     if failing:
-        lines.append(f"{failing} target{'s' if failing != 1 else ''} need attention (see Health)")
-    return lines or ["No changes."]
+        items = [fmt.t("health_item" if h["since"] else "health_item_short", target=f"{h['rival']}: {h['target']}",
+                       status=h["status"], since=h["since"], reason=h["reason"] or "?") for h in failing[:3]]
+        lines.append(fmt.t("health_line", len(failing), items="; ".join(items) + ("; …" if len(failing) > 3 else "")))
+    recovered = len(health) - len(failing)
+    if recovered:
+        lines.append(fmt.t("recovered_n", recovered))
+    return lines
+
+
+def _keyword_lines(fmt: Formatter, rows: list[ChangeRow]) -> list[str]:
+    """Keyword winners and losers of the own site (rank changes of the own domain)."""
+    ups, downs = [], []
+    for change, target, _ in rows:
+        d = change.data or {}
+        if not d.get("own") or change.kind not in RANK_UP_KINDS + RANK_DOWN_KINDS:
+            continue
+        term = target.name or (target.spec or {}).get("term") or target.key
+        old, new = d.get("old"), d.get("new")
+        depth = d.get("depth") or 100
+        gain = (old if old is not None else depth + 1) - (new if new is not None else depth + 1)
+        text = f"“{term}” ({'#' + str(old) if old else '–'} → {'#' + str(new) if new else '–'})"
+        (ups if change.kind in RANK_UP_KINDS else downs).append((abs(gain), text))
+    if not ups and not downs:
+        return []
+    line = fmt.t("keywords_moved", up=fmt.number(len(ups)), down=fmt.number(len(downs)))
+    parts = [line]
+    if ups:
+        parts.append(fmt.t("keyword_winners", items=", ".join(t for _, t in sorted(ups, reverse=True)[:3])))
+    if downs:
+        parts.append(fmt.t("keyword_losers", items=", ".join(t for _, t in sorted(downs, reverse=True)[:3])))
+    return [" · ".join(parts)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rendering
 
 
 @dataclass(frozen=True)
 class Rendered:
     subject: str
-    html: str
+    html: str                     # the mail's HTML with its images as data: URIs (to open as a file)
     text: str
+    mail_html: str = ""           # the HTML part as mailed: images referenced as cid:
+    images: dict[str, bytes] = field(default_factory=dict)          # Content-ID -> PNG, inline
+    attachments: tuple[tuple[str, str, bytes], ...] = ()            # (filename, MIME type, bytes)
+    truncated: bool = False
+
+    def message(self, config: Config, *, recipients: list[str] | None = None) -> EmailMessage:
+        """The whole e-mail (text + HTML + inline charts + attachments), ready for the outbox."""
+        from tracker.mail import build_message
+
+        return build_message(subject=self.subject, sender=config.email.from_,
+                             recipients=list(config.email.to if recipients is None else recipients),
+                             html=self.mail_html or self.html, text=self.text, inline_images=self.images or None,
+                             attachments=self.attachments)
 
 
-def render(data: ReportData, config: Config) -> Rendered:
-    """HTML with inlined CSS (e-mail clients drop <style>) and its plain-text twin."""
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+_INLINER = css_inline.CSSInliner(keep_at_rules=True)  # @media (dark mode, phones) stays in a <style>
+
+
+def render_html(env: Environment, data: ReportData, *, inline: bool, template: str = "report.html.j2") -> str:
+    """The report's HTML; `inline` references images by Content-ID (mail), else embeds them (file)."""
+    def image(cid: str) -> str:
+        return f"cid:{cid}" if inline else _data_uri(data.images[cid])
+
+    html = env.get_template(template).render({"report": data, "image": image})
+    return _INLINER.inline(html)
+
+
+def render(data: ReportData, config: Config, *, budget: int = MAIL_HTML_BUDGET) -> Rendered:
+    """HTML with inlined CSS (e-mail clients drop <style>) and its plain-text twin; shortened with the full
+    report attached when the HTML part would pass `budget` bytes."""
+    from tracker.export import changes_csv, position_csv
+
     env = environment()
-    context = {"report": data}
-    html = env.get_template("report.html.j2").render(context)
-    html = css_inline.inline(html)
-    text = env.get_template("report.txt.j2").render(context)
-    subject = config.email.subject.replace("{changes}", str(len(data.change_ids)))
-    return Rendered(subject=subject, html=html, text=text)
+    subject = data.subject or config.email.subject.replace("{changes}", str(len(data.change_ids)))
+    attachments: list[tuple[str, str, bytes]] = []
+    shown = data
+    mail_html = render_html(env, data, inline=True)
+    truncated = len(mail_html.encode("utf-8")) > budget
+    if truncated:
+        full = render_html(env, data, inline=False)
+        attachments += [("rivalwatch-report.html", "text/html", full.encode("utf-8")),
+                        ("rivalwatch-changes.csv", "text/csv", changes_csv(data.rows))]
+        shown, mail_html = _fit(env, data, budget)
+    if data.position and (data.position["more"] or (shown.position and shown.position["more"])):
+        attachments.append(("rivalwatch-position.csv", "text/csv", position_csv(data.position["all_rows"])))
+    text = env.get_template("report.txt.j2").render({"report": shown})
+    images = {cid: png for cid, png in shown.images.items() if f"cid:{cid}" in mail_html}
+    html = render_html(env, replace(shown, images=images), inline=False)
+    return Rendered(subject=subject, html=html, text=text, mail_html=mail_html, images=images,
+                    attachments=tuple(attachments), truncated=truncated)
+
+
+def _fit(env: Environment, data: ReportData, budget: int) -> tuple[ReportData, str]:
+    """The largest shortened report (most important products first) whose HTML fits in `budget`."""
+    products = sorted(((p["score"], i, j) for i, r in enumerate(data.rivals) for j, p in enumerate(r["products"])),
+                      key=lambda x: (-x[0], x[1], x[2]))
+    best: tuple[ReportData, str] | None = None
+    for compact in (False, True):
+        lo, hi = 0, len(products)
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            candidate = _shortened(data, {(i, j) for _, i, j in products[:mid]}, compact)
+            html = render_html(env, candidate, inline=True)
+            if len(html.encode("utf-8")) <= budget:
+                best, lo = (candidate, html), mid + 1
+            else:
+                hi = mid - 1
+        if best is not None:
+            return best
+    # Nothing fits even with sections and products left out: the summary alone.
+    candidate = _shortened(data, set(), True, summary_only=True)
+    return candidate, render_html(env, candidate, inline=True)
+
+
+def _shortened(data: ReportData, keep: set[tuple[int, int]], compact: bool, *, summary_only: bool = False
+               ) -> ReportData:
+    """`data` with only the products in `keep` ((rival index, product index)); `compact` also leaves out
+    the other kinds' sections and long health and position tables."""
+    fmt = Formatter(data.locale, data.tz)
+    rivals, left_out = [], 0
+    for i, rival in enumerate(data.rivals):
+        products = [] if summary_only else [p for j, p in enumerate(rival["products"]) if (i, j) in keep]
+        left_out += sum(len(p["changes"]) for j, p in enumerate(rival["products"]) if (i, j) not in keep)
+        if not products:
+            continue
+        more = len(rival["products"]) - len(products)
+        rivals.append({**rival, "products": products, "more": fmt.t("more_products", more) if more else ""})
+    sections, health, position = data.sections, data.health, data.position
+    if compact:
+        left_out += sum(1 for r in data.rows if r["target_kind"] != "product" and r["kind"] not in HEALTH_KINDS)
+        left_out += max(0, len(health) - 10)
+        sections, health = [], health[:10]
+        if position:
+            more = position["more"] + max(0, len(position["rows"]) - 5)
+            position = {**position, "rows": position["rows"][:5], "more": more,
+                        "more_text": fmt.t("position_more", more) if more else ""}
+    if summary_only:
+        position = None
+    total = len(data.change_ids)
+    rivals_out = len(data.rivals) - len(rivals)
+    return replace(data, rivals=rivals, sections=sections, health=health, position=position,
+                   notice=fmt.t("truncated", shown=fmt.number(total - left_out), total=fmt.number(total)),
+                   more_rivals=fmt.t("more_rivals", rivals_out) if rivals_out else "")
