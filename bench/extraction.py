@@ -9,8 +9,9 @@ decompressed in memory).
 
 `--errors` lists every wrong or missing value. Also printed: a "locale-adjusted" price F1, which accepts a
 predicted price equal to the ground-truth string read with a thousands separator (the benchmark annotates
-"$3.340" on a Chilean page as "3.34"; the extractor deliberately reports 3340), and a per-source breakdown of
-where the predicted price came from.
+"$3.340" on a Chilean page as "3.34"; the extractor deliberately reports 3340). "price, markup hidden" scores
+the same pages with all structured data ignored: the visible-page rules alone, as they must work on shops
+whose markup is missing or wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import gzip
 import json
 import sys
 import time
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -92,7 +94,27 @@ def prf(counts: list[tuple[int, int, int]]) -> tuple[float, float, float, int]:
     return p, r, f1, tp + fn
 
 
-def predictions(truth: dict, pages: dict[str, str]) -> dict[str, dict]:
+@contextmanager
+def markup_hidden():
+    """Run the extractor as if pages had no structured data (no JSON-LD, microdata, RDFa, product meta or
+    state JSON): a leave-markup-out check of the visible-page rules, which carry unseen shops whose markup
+    is missing, stale or wrong."""
+    import scrapers.product as P
+    saved = (P.jsonld_records, P.microdata_records, P.meta_records, P.state_records)
+    P.jsonld_records = lambda tree: []
+    P.microdata_records = lambda tree: []
+    P.meta_records = lambda tree: (None, saved[2](tree)[1])
+    P.state_records = lambda tree: []
+    try:
+        yield
+    finally:
+        P.jsonld_records, P.microdata_records, P.meta_records, P.state_records = saved
+
+
+def predictions(truth: dict, pages: dict[str, str], *, markup: bool = True) -> dict[str, dict]:
+    if not markup:
+        with markup_hidden():
+            return predictions(truth, pages)
     out = {}
     for key, gt in truth.items():
         prod = extract_product(pages[key], gt["url"])
@@ -125,9 +147,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Dev set: {len(truth)} pages ({DATA.relative_to(ROOT)})")
     print()
-    print(f"{'attribute':<26}{'precision':>10}{'recall':>9}{'F1':>8}{'support':>9}")
+    print(f"{'attribute':<30}{'precision':>10}{'recall':>9}{'F1':>8}{'support':>9}")
     for attr, (p, r, f1, sup) in res.items():
-        print(f"{attr:<26}{p:>10.3f}{r:>9.3f}{f1:>8.3f}{sup:>9}")
+        print(f"{attr:<30}{p:>10.3f}{r:>9.3f}{f1:>8.3f}{sup:>9}")
+    vis = score(truth, predictions(truth, pages, markup=False))
+    for attr in ("price", "price (locale-adjusted)"):
+        p, r, f1, sup = vis[attr]
+        name = "price, markup hidden" + (" (loc.-adj.)" if "locale" in attr else "")
+        print(f"{name:<30}{p:>10.3f}{r:>9.3f}{f1:>8.3f}{sup:>9}")
     print()
     print("Published on the full 140 pages (F1): price Zyte 0.918 / Diffbot 0.824 / extruct 0.685; "
           "sku 0.841 / 0.765 / 0.537; availability 0.957 / 0.943 / 0.914")

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 from selectolax.lexbor import LexborHTMLParser
 
 from .availability import availability_from_text, normalize_availability
-from .prices import country_for, currency_for_country, decimal_hint_for, parse_machine_amount, parse_price
+from .prices import _iso_codes, country_for, currency_for_country, decimal_hint_for, parse_machine_amount, parse_price
 from .promotions import find_coupon, find_sale_end, is_badge_text, is_free_shipping, normalize_badge
 from .structured import Record, jsonld_records, meta_records, microdata_records, state_records
 from .types import Availability, Product, Selectors
@@ -57,6 +57,7 @@ class Doc:
     title: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
     h1_ancestors: set[int] = field(default_factory=set)
+    h1_node: Any = None
     ctx_cache: dict[int, tuple[bool, bool]] = field(default_factory=dict)
     _text: str | None = None
 
@@ -137,6 +138,7 @@ def parse_document(html: str | bytes, url: str) -> Doc:
                 doc.h1 = _ws(main_h1[0].text(deep=True))
         for h in tree.css("h1")[:10]:
             if _ws(h.text(deep=True)) == doc.h1:
+                doc.h1_node = h
                 p = h.parent
                 while p is not None:
                     doc.h1_ancestors.add(p.mem_id)
@@ -239,12 +241,18 @@ _TEXT_PENALTY = re.compile(
     r"shipping|delivery|envío|envio|frete|versand|livraison|spedizione|dostawa|доставка|month|/mo\b|mes\b|"
     r"monat|mois|mese|x de|\d+\s?x\s|cuotas|parcela|installment|save|ahorra|économ|risparmi|spare|"
     r"%|points|punkte|puntos|reviews?|bewertung|avis|opiniones|valoraciones|per\s|/\s?(?:kg|l|m|ml|g|100)\b|"
-    r"\bdesde\b|\bfrom\b|\bab\b|\bà partir|\bmin\.|\bmax\.",
+    r"\bdesde\b|\bfrom\b|\bab\b|\bà partir|\bmin\.|\bmax\.|\bstart(?:ing)?\b|\bopening bid|\bestimate",
     re.I,
 )
 _STRIKE_TEXT = re.compile(
     r"^(?:was|before|antes|vorher|statt|uvp|rrp|list price|regular price|precio anterior|prix barré|"
     r"de|era|prima|originally|valor anterior|preço antigo|原價|原价|定価|정가)\b[:\s]",
+    re.I,
+)
+_STRIKE_BEFORE = re.compile(
+    r"(?:\bwas|before|antes|vorher|statt|uvp|rrp|list price|list|regular price|regular|reg\.|precio anterior|"
+    r"prix barré|prix initial|originally|original price|valor anterior|de|era|prima|typical price|msrp|"
+    r"preço antigo|alter preis|streichpreis|pvp|原價|原价|定価|정가)\s?[:]?\s?$",
     re.I,
 )
 _HAS_DIGIT = re.compile(r"\d")
@@ -266,6 +274,7 @@ class Candidate:
     strike: bool
     order: int
     bad: bool = False
+    multi: bool = False  # a block holding several amounts: says only that they are on the page
 
 
 def _node_classes(node) -> str:
@@ -278,10 +287,22 @@ def _split_camel(cls: str) -> str:
     return _CAMEL.sub(r"\1-\2", cls)
 
 
+_SC_CACHE: dict[str, int] = {}
+
+
 def _strike_or_current(cls: str) -> int:
     """+1 if the class words mark a current price, -1 a regular / old one, 0 neither."""
     if not cls:
         return 0
+    hit = _SC_CACHE.get(cls)
+    if hit is None:
+        if len(_SC_CACHE) > 20000:
+            _SC_CACHE.clear()
+        hit = _SC_CACHE[cls] = _strike_or_current_uncached(cls)
+    return hit
+
+
+def _strike_or_current_uncached(cls: str) -> int:
     c = _split_camel(cls)
     strike = _STRIKE_CLASS.search(c)
     current = _CURRENT_CLASS.search(c)
@@ -296,7 +317,12 @@ def _strike_or_current(cls: str) -> int:
     return 0
 
 
-_HIDDEN_CLASS = re.compile(r"(?<![a-z])(?:hidden|d-none|is-hidden|invisible|hide|sr-only|visually-hidden)(?![a-z])", re.I)
+# screen-reader-only text (sr-only, visually-hidden, offscreen) is not hidden: it is the price as spoken,
+# usually the cleanest copy of a price drawn with split / raised digits
+_HIDDEN_CLASS = re.compile(r"(?<![a-z])(?:hidden|d-none|is-hidden|invisible|hide)(?![a-z])", re.I)
+
+
+_CLASS_FLAGS: dict[tuple, tuple[bool, bool]] = {}
 
 
 def _own_flags(p, main: set[int] | None) -> tuple[bool, bool]:
@@ -306,10 +332,16 @@ def _own_flags(p, main: set[int] | None) -> tuple[bool, bool]:
     bad = hidden = False
     cls = _node_classes(p)
     if cls:
-        if _BAD_CONTEXT.search(cls) and not (main and p.mem_id in main):
-            bad = True
         c = a.get("class")
-        if c and _HIDDEN_CLASS.search(c):
+        key = (cls, c)
+        words = _CLASS_FLAGS.get(key)
+        if words is None:
+            if len(_CLASS_FLAGS) > 20000:
+                _CLASS_FLAGS.clear()
+            words = _CLASS_FLAGS[key] = (bool(_BAD_CONTEXT.search(cls)), bool(c and _HIDDEN_CLASS.search(c)))
+        if words[0] and not (main and p.mem_id in main):
+            bad = True
+        if words[1]:
             hidden = True
     st = a.get("style")
     if st and "none" in st and "display:none" in st.replace(" ", "").lower():
@@ -355,6 +387,14 @@ def _context(node, levels: int = 12, main: set[int] | None = None,
         if p.tag in ("del", "s", "strike"):
             strike = True
             break
+        a = p.attributes
+        st = a.get("style")
+        if st and "line-through" in st:
+            strike = True
+            break
+        if any("strike" in k and v not in ("false", "0") for k, v in a.items() if k.startswith("data-")):
+            strike = True  # data-strike="true", data-a-strike="true"
+            break
         cls = _node_classes(p)
         if cls:
             sc = _strike_or_current(cls)
@@ -369,19 +409,167 @@ def _context(node, levels: int = 12, main: set[int] | None = None,
     return bad, strike, hidden
 
 
+# currency marks strict enough to find prices in any text node (ISO codes only in upper case)
+_STRICT_CURRENCY = re.compile(
+    r"[$€£¥₹₽₴₺₪₩₫฿₱₦₨₸₾₡₲₭৳円元원]|(?<![A-Za-z])(?:[A-Z]{3}|[Ee]uros?|zł|Zł|Kč|kč|lei|Lei|LEI|kn|Kn|Ft|kr|Kr|kr\.|Rs\.?|"
+    r"TL|RM|Rp|лв|руб|грн|б\.р\.|Br|din|ден)(?![A-Za-z])|ر\.س|د\.إ|ر\.ق|د\.ك|ج\.م|ש\"ח"
+)
+# words right before / after an amount that make it something else than the product's price
+_BEFORE_PENALTY = re.compile(
+    r"(?:\d\s?[x×]\s?(?:de\s)?|\b(?:payments?|instal+ments?|cuotas?|parcelas?|rate|raten|mensualit[ée]s?|"
+    r"vezes|meses)\s(?:of|de|à|à partir de|von|da|di)?\s?|\b(?:over|above|orders?|spend|über|ab|dès|desde|"
+    r"más de|mas de|acima de|oltre|from|à partir de|a partir de|od|от|min(?:imum)?\.?|save|you save|"
+    r"ahorra|ahorras|sie sparen|économisez|risparmi|economize|economia de|spare|saving|savings)\s?[:]?\s?)$",
+    re.I,
+)
+_AFTER_PENALTY = re.compile(
+    r"^\s?(?:/\s?|per\s|pro\s|par\s|por\s|je\s|le\s)\s?(?:\d+\s?)?(?:kg|g|gr|l|ml|cl|m|m²|m2|m³|lb|oz|"
+    r"unit|stk|st|pc|pcs|piece|tk|ud|un|uds|mo|month|mes|monat|mois|mese|mês|week|wk)\b|"
+    r"^\s?(?:a month|per month|al mes|pro monat|par mois|al mese|por mês|mensual|monthly|x\s?\d+|"
+    r"or more|und mehr|et plus|o más|ou mais|free shipping|versandkostenfrei)",
+    re.I,
+)
+_SHIPPING_WORDS = re.compile(
+    r"shipping|delivery|envío|envio|frete|versand|livraison|spedizione|dostawa|доставка|verzending|consegna",
+    re.I,
+)
+_SR_ONLY = re.compile(r"(?<![a-z])(?:sr-only|visually-?hidden|offscreen|screen-?reader|a11y|assistive)", re.I)
+_RAISED_CENTS_SEL = "sup, [class*=fraction], [class*=Fraction], [class*=cents], [class*=Cents], [class*=decimal]"
+
+
+def _has_currency(text: str) -> bool:
+    """A currency symbol, a local currency word or a real ISO 4217 code ("EAN", "SKU" are not)."""
+    for m in _STRICT_CURRENCY.finditer(text):
+        g = m.group(0)
+        if len(g) != 3 or not g.isupper() or g in _iso_codes():
+            return True
+    return False
+
+
+def _scan(doc: Doc) -> tuple[dict[int, int], list]:
+    """One walk over the body: document position (count of non-blank text nodes before it) of every
+    element, and the text nodes that hold a currency mark (prices whose class names say nothing)."""
+    pos: dict[int, int] = {}
+    marked = []
+    body = doc.tree.body
+    if body is None:
+        return pos, marked
+    i = 0
+    for n in body.traverse(include_text=True):
+        tag = n.tag
+        if tag == "-text":
+            t = n.text_content
+            if t and not t.isspace():
+                i += 1
+                if len(t) <= 60 and (len(t) <= 8 or _HAS_DIGIT.search(t)) and _STRICT_CURRENCY.search(t) \
+                        and _has_currency(t):
+                    marked.append((n, i))
+        elif tag != "-comment":
+            pos[n.mem_id] = i
+    return pos, marked
+
+
+def _price_text(node, text: str, doc: Doc) -> str:
+    """`text` of a price element, with cents drawn in their own trailing element (<sup>, a 'fraction' /
+    'cents' span...) read as decimals: "173<sup>34</sup> Lei" -> "173.34 Lei", "$229<span>99</span>" -> "$229.99"."""
+    if node.child is None or not re.search(r"\d\d", text):
+        return text
+    cents = None
+    for n in node.traverse(include_text=False):
+        if n is node or n.mem_id == node.mem_id:
+            continue
+        t = n.text(deep=True)
+        if t and len(t) <= 3:
+            t = t.strip()
+            if len(t) == 2 and t.isdigit():
+                cents = t
+    if cents is None:
+        return text
+    mark = "," if doc.decimal_hint == "," else "."
+    return re.sub(r"(\d)" + cents + r"(?!\d)", r"\g<1>" + mark + cents, text, count=1)
+
+
+def _surroundings(node, text: str) -> tuple[str, str]:
+    """Short text just before / after the price inside its nearest wrapper that holds more than the price."""
+    p = node.parent
+    for _ in range(2):
+        if p is None or p.tag in ("body", "html"):
+            return "", ""
+        t = p.text(deep=True)
+        if not t or len(t) > 400:
+            return "", ""
+        t = _ws(t)
+        if t != text:
+            i = t.find(text)
+            if i < 0:
+                return "", ""
+            return t[max(0, i - 40):i], t[i + len(text):i + len(text) + 30]
+        p = p.parent
+    return "", ""
+
+
+def _in_option(node) -> bool:
+    """Inside a (non-buy) button, label or option-like widget."""
+    p, i = node.parent, 0
+    while p is not None and i < 5:
+        tag = p.tag
+        if tag in ("button", "label", "option", "select"):
+            return True
+        if tag in ("body", "html"):
+            return False
+        role = p.attributes.get("role")
+        if role in ("button", "radio", "option", "tab", "menuitemradio"):
+            return True
+        p, i = p.parent, i + 1
+    return False
+
+
+def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
+    nodes = doc.tree.css(_PRICE_SEL)
+    seen = {n.mem_id for n in nodes}
+    pos, marked = _scan(doc)
+    extra = []
+    h1_pos = pos.get(doc.h1_node.mem_id) if doc.h1_node is not None else None
+    if h1_pos is not None:
+        # prices found only by their currency mark: those around the product title (its buy box)
+        lo, hi = h1_pos - NEAR_BEFORE - 5, h1_pos + 2 * NEAR_AFTER
+        marked = [t for t, i in marked if lo <= i <= hi]
+    else:
+        marked = [t for t, _ in marked[:40]]
+    for t in marked:
+        el = t.parent
+        for _ in range(3):
+            if el is None or el.tag in ("body", "html", "script", "style", "noscript", "template", "title"):
+                el = None
+                break
+            txt = el.text(deep=True) or ""
+            if len(txt) > 80:
+                el = None
+                break
+            if _HAS_DIGIT.search(txt):
+                break
+            el = el.parent
+        else:
+            el = None
+        if el is not None and el.mem_id not in seen:
+            seen.add(el.mem_id)
+            extra.append(el)
+    return list(nodes) + extra, pos
+
+
 def visible_prices(doc: Doc) -> list[Candidate]:
     """Every short element that looks like a price, scored by how much it looks like the main price."""
-    nodes = doc.tree.css(_PRICE_SEL)
-    h1_order = None
+    nodes, pos = _visible_price_nodes(doc)
+    h1_pos = pos.get(doc.h1_node.mem_id) if doc.h1_node is not None else None
+    if h1_pos is not None and doc.h1_node is not None:
+        h1_end = h1_pos + max(1, len((doc.h1_node.text(deep=True) or "").split()) // 8)
     cands: list[Candidate] = []
-    for order, node in enumerate(nodes):
+    for node in nodes:
         tag = node.tag
         if tag == "h1":
-            if h1_order is None and _ws(node.text(deep=True)) == doc.h1:
-                h1_order = order
             continue
         if tag in ("script", "style", "meta", "link", "input", "option", "select", "noscript", "template", "img",
-                   "body", "html", "form", "button", "a", "li", "ul", "table", "tr", "tbody"):
+                   "body", "html", "form", "button", "a", "li", "ul", "table", "tr", "tbody", "title", "head"):
             if tag not in ("a", "li") or len(node.text(deep=True) or "") > 40:
                 continue
         text = node.text(deep=True)
@@ -390,7 +578,8 @@ def visible_prices(doc: Doc) -> list[Candidate]:
         text = _ws(text)
         if not text or len(text) > 60 or not _HAS_DIGIT.search(text):
             continue
-        amount, currency = parse_price(text, decimal_hint=doc.decimal_hint, country=doc.country)
+        shown = _price_text(node, text, doc) if len(text) <= 30 else text
+        amount, currency = parse_price(shown, decimal_hint=doc.decimal_hint, country=doc.country)
         if amount is None or amount <= 0:
             continue
         cls = _node_classes(node)
@@ -400,7 +589,7 @@ def visible_prices(doc: Doc) -> list[Candidate]:
             score += 2
         elif any(w in low for w in ("preis", "prix", "precio", "preco", "prezzo", "cena", "amount")):
             score += 1.5
-        if _CURRENCY_MARK.search(text):
+        if _has_currency(text):
             score += 1.5
         else:
             score -= 1
@@ -410,13 +599,22 @@ def visible_prices(doc: Doc) -> list[Candidate]:
         if _TEXT_PENALTY.search(text):
             score -= 3
         nums = {n.strip(" .,'") for n in _NUMBERS.findall(text)}
+        multi = False
         if len(nums) > 1:
             if len(nums) == 2 and _RANGE.search(text):
                 score -= 0.5  # "502,20 – 558,00": a price range shows its low end
             else:
                 score -= 5  # a block holding several prices is not itself a price
+                multi = True
+        before, after = _surroundings(node, text)
+        if before or after:
+            if _BEFORE_PENALTY.search(before) or _AFTER_PENALTY.search(after):
+                score -= 3  # "4 x 24,99 €", "2,49 € / kg", "Free shipping over 50 €", "You save $5"
+            elif _SHIPPING_WORDS.search(before[-25:]):
+                score -= 2
         style = node.attributes.get("style") or ""
-        strike = tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(text)) or "line-through" in style
+        strike = (tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(text))
+                  or "line-through" in style or bool(before and _STRIKE_BEFORE.search(before)))
         bad, strike_ctx, hidden = _context(node, 12, doc.h1_ancestors, doc.ctx_cache)
         if not strike and sc == 0:
             strike = strike_ctx
@@ -424,21 +622,29 @@ def visible_prices(doc: Doc) -> list[Candidate]:
             score -= 4
         if hidden:
             score -= 2
-        cands.append(Candidate(amount, currency, text, score, strike, order, bad))
-    if h1_order is not None:
+        if _in_option(node):
+            score -= 1.5  # delivery option, size / variant choice, "add 2 more" button
+        if _SR_ONLY.search(_split_camel(cls)):
+            score += 0.5  # the price as a screen reader speaks it: whole, clean text
+        cands.append(Candidate(amount, currency, text, score, strike, pos.get(node.mem_id, 10 ** 6), bad, multi))
+    cands.sort(key=lambda c: c.order)
+    if h1_pos is not None:
         for c in cands:
-            d = c.order - h1_order
-            if 0 < d <= 25:
-                c.score += 3 - d * 0.08
-            elif -10 <= d < 0:
-                c.score += 1.5
+            d = c.order - h1_end if c.order >= h1_end else c.order - h1_pos
+            if 0 <= d <= NEAR_AFTER:
+                c.score += 3 - d * (3 / NEAR_AFTER) * 0.6
+            elif -NEAR_BEFORE <= d < 0:
+                c.score += 2 + d * 0.1
             else:
-                c.score -= min(abs(d), 400) * 0.005
+                c.score -= min(abs(d), FAR_CAP) * FAR_RATE
     else:
         # no heading to anchor on: the first price-like elements of the page are the likeliest
         for i, c in enumerate(cands):
             c.score += max(0.0, 2 - 0.1 * i)
     return cands
+
+
+NEAR_AFTER, NEAR_BEFORE, FAR_CAP, FAR_RATE = 60, 20, 1000, 0.002
 
 
 def _amount_forms(amount: Decimal) -> list[str]:
@@ -618,7 +824,8 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
 
     if main is not None and main.source == "state" and price is not None and not amount_in_text(price, text):
         price = regular = None
-    price, regular, currency = _reconcile_price(doc, price, regular, currency, alt_prices, cands, text)
+    anchored = main is None or not main.name or not doc.h1 or _name_match(main.name, doc.h1) >= 0.5
+    price, regular, currency = _reconcile_price(doc, price, regular, currency, alt_prices, cands, text, anchored)
     if price is not None and currency is None:
         currency = next((c.currency for c in cands if c.amount == price and c.currency), None) \
             or currency_for_country(doc.country)
@@ -655,7 +862,7 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     if avail is None:
         avail = avail_v
         if avail is None and buy is False:
-            avail = None
+            avail = Availability.OUT_OF_STOCK  # the buy button says "sold out" and none is enabled
     elif not avail.buyable:
         if buy and avail_v != Availability.OUT_OF_STOCK:
             avail = Availability.IN_STOCK
@@ -711,22 +918,43 @@ def _record_availability(rec: Record) -> Availability | None:
     return next((a for a in avails if a.buyable), avails[0])
 
 
-def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candidate], text: str):
-    """Markup price vs. what the buyer sees: the visible one wins when they disagree."""
-    shown = [c for c in cands if not c.strike and c.score > 0]
-    struck = [c for c in cands if c.strike and c.score > 0]
+def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candidate], text: str,
+                     anchored: bool = True):
+    """Markup price vs. what the buyer sees: the visible one wins when they disagree.
+
+    `anchored`: the heading the visible prices are scored around names the markup's product (when it
+    names another one, nearness to it says nothing about the markup price)."""
+    shown = [c for c in cands if not c.strike and c.score > 0 and not c.multi]
+    struck = [c for c in cands if c.strike and c.score > 0 and not c.multi]
     shown_amounts = {c.amount for c in shown}
     # "173<sup>34</sup>" reads as 17334: accept the markup price written with its cents raised
     shown_amounts |= {(c.amount / 100) for c in shown if c.amount == c.amount.to_integral_value()}
     any_amounts = {c.amount for c in cands} | {(c.amount / 100) for c in cands}
     best = max(shown, key=lambda c: c.score, default=None)
 
+    def support(amount) -> float:
+        return max((c.score for c in shown if c.amount == amount), default=-99.0)
+
+    if price is not None and alts:
+        # two markup sources disagree: keep the one the page shows as its main price (agreement signal)
+        mine = support(price)
+        a, c = max(alts, key=lambda x: support(x[0]))
+        if support(a) >= 3 and support(a) > mine + 2:
+            price, currency = a, c or currency
     if price is None:
         for a, c in alts:
             if a in shown_amounts:
                 return a, regular, c or currency
-        if best is not None and best.score >= 3.5:
+        if best is not None and best.score >= 3.2:
             price, currency = best.amount, best.currency or currency
+    elif price in shown_amounts and best is not None and best.amount < price and best.score >= 3:
+        # the markup price is shown, but its strongest copy is struck through and a lower price leads the
+        # buy box: markup carries the regular price, the buyer pays the discounted one
+        mine = support(price)
+        crossed = max((c.score for c in struck if c.amount == price), default=-99.0)
+        if crossed > mine and best.score > mine:
+            regular, price = price, best.amount
+            currency = best.currency or currency
     elif price not in shown_amounts:
         if any(c.amount == price for c in struck) and best is not None and best.amount < price and best.score >= 3:
             regular, price = price, best.amount
@@ -736,8 +964,10 @@ def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candi
             if alt is not None:
                 price, currency = alt[0], alt[1] or currency
             elif best is not None and best.score >= 5:
+                if best.amount < price and regular is None:
+                    regular = price  # markup gives the regular price, the page a discount
                 price, currency = best.amount, best.currency or currency
-        elif price not in any_amounts and best is not None and best.score >= 6:
+        elif price not in any_amounts and best is not None and best.score >= 6 and anchored:
             # the markup price is in the text but in no price element, while one price stands out by the title
             alt = next(((a, c) for a, c in alts if a in shown_amounts), None)
             price, currency = (alt[0], alt[1] or currency) if alt else (best.amount, best.currency or currency)
@@ -803,23 +1033,32 @@ _BUY_TEXT = re.compile(
 
 
 def _buy_button(doc: Doc) -> bool | None:
-    """True: an enabled add-to-cart button for the main product; False: only disabled ones; None: none seen."""
-    seen_disabled = False
+    """True: an enabled add-to-cart button for the main product; False: no enabled one, and a button that
+    says the product is gone ("Sold out", "Ausverkauft" in place of "Add to cart"); None: none seen, or only
+    disabled ones (shops disable "Add to cart" until a size is chosen)."""
+    seen_oos = False
     for node in doc.tree.css(_BUY_SEL):
         a = node.attributes
         text = a.get("value") if node.tag == "input" else node.text(deep=True)
         text = _ws(text or a.get("aria-label") or a.get("title") or "")
-        if not text or len(text) > 60 or not _BUY_TEXT.search(text):
+        if not text or len(text) > 60:
+            continue
+        if not _BUY_TEXT.search(text):
+            if len(text) <= 40 and availability_from_text(text, strict=True) == Availability.OUT_OF_STOCK:
+                bad, _, hidden = _context(node, 10, doc.h1_ancestors, doc.ctx_cache)
+                if not bad and not hidden:
+                    seen_oos = True
             continue
         bad, _, hidden = _context(node, 10, doc.h1_ancestors, doc.ctx_cache)
         if bad or hidden:
             continue
         cls = (a.get("class") or "").lower()
         if "disabled" in a or "disabled" in cls or a.get("aria-disabled") == "true":
-            seen_disabled = True
+            if availability_from_text(text, strict=True) == Availability.OUT_OF_STOCK:
+                seen_oos = True  # "Add to cart – sold out", disabled
             continue
         return True
-    return False if seen_disabled else None
+    return False if seen_oos else None
 
 
 _BADGE_SEL = (

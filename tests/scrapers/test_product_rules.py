@@ -326,3 +326,245 @@ def test_initial_state_price_not_shown_on_page_is_ignored():
     html = ('<html lang="en"><head><title>Widget Pro</title></head><body><h1>Widget Pro</h1><p>Ask for a quote</p>'
             '<script>window.__INITIAL_STATE__ = {"product": {"name": "Widget Pro", "price": 12.5}};</script></body></html>')
     assert extract_product(html, "https://shop.example.com/widget-pro").price is None
+
+
+# ---------------------------------------------------------------- general rules for unseen shops (traps)
+# Each test names the general signal it relies on; none names a shop, a page or a shop-specific class.
+
+def _pg(body: str = "", *, ld: object | None = None, head: str = "", lang: str = "en") -> str:
+    return page(body, ld=ld, head=head, lang=lang).replace("<title>Widget</title>", "<title>Widget Pro</title>")
+
+
+def _ld(**offer) -> dict:
+    d = product_ld(**offer)
+    d["name"] = "Widget Pro"
+    return d
+
+
+DE = "https://shop.example.de/widget-pro"
+
+
+def test_trap_related_carousel_with_lower_prices_after_the_title():
+    """Signal: ancestors with carousel / also-bought words are not the main product."""
+    body = ('<main><h1>Widget Pro</h1><div class="pdp"><span class="price">$49.00</span></div></main>'
+            '<section class="carousel"><h2>Customers also bought</h2><div class="tile"><span class="price">$9.00</span>'
+            '</div><div class="tile"><span class="price">$12.00</span></div></section>')
+    assert extract_product(_pg(body), URL).price == Decimal("49.00")
+
+
+def test_trap_recently_viewed_before_title_and_price_without_price_class():
+    """Signals: currency-marked text right after the title is a candidate even with meaningless class names;
+    a 'recently-viewed' block is not the product."""
+    body = ('<div class="recently-viewed"><span class="price">$9.00</span></div>'
+            '<main><h1>Widget Pro</h1><div><span>$49.00</span></div></main>')
+    assert extract_product(_pg(body), URL).price == Decimal("49.00")
+
+
+def test_trap_free_shipping_threshold_is_not_the_price():
+    body = ('<h1>Widget Pro</h1><p class="ship">Free shipping over <span class="price">50 €</span></p>'
+            '<div class="product-price">79,95 €</div>')
+    assert extract_product(_pg(body, lang="de"), DE).price == Decimal("79.95")
+
+
+def test_trap_free_shipping_banner_before_title():
+    body = '<div class="banner">Free shipping over 50 €</div><h1>Widget Pro</h1><div class="product-price">79,95 €</div>'
+    assert extract_product(_pg(body, lang="de"), DE).price == Decimal("79.95")
+
+
+def test_trap_price_per_unit_written_after_the_amount():
+    """Signal: '/ kg', 'per 100 g' right after an amount make it a unit price."""
+    body = ('<h1>Widget Pro</h1><div class="info"><span class="price">2,49 €</span> / kg</div>'
+            '<div><span class="price">4,98 €</span></div>')
+    assert extract_product(_pg(body, lang="de"), DE).price == Decimal("4.98")
+
+
+def test_trap_price_per_unit_inside_the_text():
+    body = '<h1>Widget Pro</h1><span class="price-per-unit">2,49 €/kg</span><span class="price">4,98 €</span>'
+    assert extract_product(_pg(body, lang="de"), DE).price == Decimal("4.98")
+
+
+@pytest.mark.parametrize("before", ["or 4 x ", "oder 4 x ", "12x de ", "4 interest-free payments of "])
+def test_trap_monthly_instalment_before_the_real_price(before):
+    """Signal: 'N x', 'payments of' right before an amount make it an instalment."""
+    body = (f'<h1>Widget Pro</h1><p>{before}<span class="price">$24.99</span> with a card</p>'
+            '<div class="pp"><span class="price">$99.96</span></div>')
+    assert extract_product(_pg(body), URL).price == Decimal("99.96")
+
+
+def test_trap_monthly_instalment_after():
+    body = ('<h1>Widget Pro</h1><div class="pp"><span class="price">$99.96</span></div>'
+            '<p>From <span class="price">$8.33</span>/mo</p>')
+    assert extract_product(_pg(body), URL).price == Decimal("99.96")
+
+
+def test_trap_review_counts_and_ratings_are_not_prices():
+    body = '<h1>Widget Pro</h1><a class="reviews">(1,234)</a><span class="rating">4.5</span><div class="price">$35.00</div>'
+    assert extract_product(_pg(body), URL).price == Decimal("35.00")
+
+
+def test_trap_you_save_amount_is_not_the_price():
+    body = ('<h1>Widget Pro</h1><div class="pp"><span class="price">$35.00</span> <span>You save '
+            '<span class="price">$5.00</span></span></div>')
+    assert extract_product(_pg(body), URL).price == Decimal("35.00")
+
+
+def test_trap_one_size_out_of_stock_in_the_size_selector():
+    body = ('<h1>Widget Pro</h1><span class="price">$35.00</span><ul class="sizes"><li>S</li>'
+            '<li class="out-of-stock">M - Out of stock</li></ul><div class="size-select"><span class="stock">'
+            'Size L: out of stock</span></div><button class="add-to-cart">Add to cart</button>')
+    assert extract_product(_pg(body), URL).availability != Availability.OUT_OF_STOCK
+
+
+def test_trap_one_variant_out_of_stock_in_markup_offers():
+    ld = _ld()
+    ld["offers"] = [dict(ld["offers"], availability="https://schema.org/OutOfStock", sku="W-S"),
+                    dict(ld["offers"], sku="W-M")]
+    body = '<h1>Widget Pro</h1><span class="price">$19.99</span><select><option>S - sold out</option><option>M</option></select>'
+    assert extract_product(_pg(body, ld=ld), URL).availability == Availability.IN_STOCK
+
+
+def test_sold_out_button_in_place_of_add_to_cart_without_markup():
+    """Signal: the buy button's own text says the product is gone."""
+    body = '<h1>Widget Pro</h1><span class="price">19,99 €</span><button disabled>Ausverkauft</button>'
+    assert extract_product(_pg(body, lang="de"), DE).availability == Availability.OUT_OF_STOCK
+
+
+def test_disabled_add_to_cart_alone_is_not_out_of_stock():
+    """Shops disable 'Add to cart' until a size is chosen."""
+    body = '<h1>Widget Pro</h1><span class="price">19,99 €</span><button class="add-to-cart" disabled>In den Warenkorb</button>'
+    assert extract_product(_pg(body, lang="de"), DE).availability != Availability.OUT_OF_STOCK
+
+
+def test_trap_markup_regular_price_with_discount_labelled_was():
+    """Signals: a 'Was:' label right before an amount marks it as the regular price; markup = regular."""
+    body = ('<h1>Widget Pro</h1><div class="product-price"><span class="price">$15.99</span> '
+            '<span class="lbl">Was:</span> <span class="price">$19.99</span></div>')
+    p = extract_product(_pg(body, ld=_ld()), URL)
+    assert (p.price, p.regular_price) == (Decimal("15.99"), Decimal("19.99"))
+
+
+def test_trap_markup_regular_price_with_inline_line_through():
+    """Signal: text-decoration: line-through in an inline style."""
+    body = '<h1>Widget Pro</h1><div><span style="text-decoration: line-through">$19.99</span> <b>$15.99</b></div>'
+    p = extract_product(_pg(body, ld=_ld()), URL)
+    assert (p.price, p.regular_price) == (Decimal("15.99"), Decimal("19.99"))
+
+
+def test_trap_markup_price_struck_in_buy_box_but_repeated_elsewhere():
+    """The markup price appears struck next to the title and again plain further down (a specs table): the
+    struck copy and the lower lead price win."""
+    body = ('<h1>Widget Pro</h1><div class="price-box"><del>$19.99</del> <span class="price">$15.99</span></div>'
+            + '<p>Some text about the product.</p>' * 10 + '<table><tr><td>Price</td><td>$19.99</td></tr></table>')
+    p = extract_product(_pg(body, ld=_ld()), URL)
+    assert (p.price, p.regular_price) == (Decimal("15.99"), Decimal("19.99"))
+
+
+def test_trap_markup_price_absent_from_page_and_lower_price_by_title():
+    body = '<h1>Widget Pro</h1><div class="product-price"><span class="price">$15.99</span></div>'
+    p = extract_product(_pg(body, ld=_ld(price="21.00")), URL)
+    assert (p.price, p.regular_price) == (Decimal("15.99"), Decimal("21.00"))
+
+
+def test_trap_aggregate_offer_low_and_high_price():
+    ld = {"@context": "https://schema.org", "@type": "Product", "name": "Widget Pro",
+          "offers": {"@type": "AggregateOffer", "lowPrice": 10, "highPrice": 30, "priceCurrency": "EUR", "offerCount": 3}}
+    p = extract_product(_pg('<h1>Widget Pro</h1><span class="price">10 € – 30 €</span>', ld=ld), URL)
+    assert (p.price, p.currency) == (Decimal("10"), "EUR")
+
+
+def test_trap_product_group_with_variants_and_graph():
+    ld = {"@context": "https://schema.org", "@graph": [{"@type": "Organization", "name": "Shop"}, {
+        "@type": "ProductGroup", "name": "Widget Pro", "hasVariant": [
+            {"@type": "Product", "sku": "WP-S", "offers": [{"@type": "Offer", "price": "39.00", "priceCurrency": "GBP",
+                                                           "availability": "https://schema.org/OutOfStock"}]},
+            {"@type": "Product", "sku": "WP-M", "offers": [{"@type": "Offer", "price": "39.00", "priceCurrency": "GBP",
+                                                           "availability": "https://schema.org/InStock"}]}]}]}
+    p = extract_product(_pg('<h1>Widget Pro</h1>', ld=ld), "https://shop.example.co.uk/widget-pro")
+    assert (p.price, p.currency, p.availability) == (Decimal("39.00"), "GBP", Availability.IN_STOCK)
+
+
+def test_trap_next_data_only_price_with_nested_value():
+    body = ('<h1>Widget Pro</h1><div class="x">R$ 1.299,90</div><script id="__NEXT_DATA__" type="application/json">'
+            '{"props":{"pageProps":{"product":{"name":"Widget Pro","price":{"value":1299.9},"currency":"BRL"}}}}</script>')
+    p = extract_product(_pg(body, lang="pt-BR"), "https://shop.example.com.br/widget-pro")
+    assert (p.price, p.currency) == (Decimal("1299.9"), "BRL")
+
+
+def test_trap_nuxt_state_sale_and_regular_price():
+    body = ('<h1>Widget Pro</h1><div class="x">$59.00</div><script>window.__NUXT__={"data":[{"product":'
+            '{"title":"Widget Pro","salePrice":"59.00","regularPrice":"79.00"}}]};</script>')
+    p = extract_product(_pg(body), URL)
+    assert (p.price, p.regular_price) == (Decimal("59.00"), Decimal("79.00"))
+
+
+def test_screen_reader_only_price_text_with_split_visual_digits():
+    """Signals: screen-reader-only text (offscreen / sr-only) is the price as spoken, not hidden; a
+    data-*strike* attribute marks the list price; carousels are ignored."""
+    body = ('<h1>Widget Pro</h1><div id="buybox"><span class="p-price"><span class="p-offscreen">$24.99</span>'
+            '<span aria-hidden="true"><span class="p-symbol">$</span><span class="p-whole">24<span>.</span></span>'
+            '<span class="p-fraction">99</span></span></span> <span class="p-price" data-p-strike="true">'
+            '<span class="p-offscreen">$34.99</span><span aria-hidden="true">$34.99</span></span></div>'
+            '<div class="p-carousel"><span class="p-price"><span class="p-offscreen">$9.99</span></span></div>')
+    p = extract_product(_pg(body), URL)
+    assert (p.price, p.regular_price) == (Decimal("24.99"), Decimal("34.99"))
+
+
+@pytest.mark.parametrize(("html", "lang", "url", "amount"), [
+    ('<p class="product-new-price">173<sup>34</sup> <span>Lei</span></p>', "ro", "https://shop.example.ro/w", "173.34"),
+    ('<div class="price">$229<span class="end">99</span></div>', "en", URL, "229.99"),
+    ('<div class="price">1.299<sup>00</sup> €</div>', "de", DE, "1299.00"),
+])
+def test_cents_raised_in_their_own_element(html, lang, url, amount):
+    assert extract_product(_pg("<h1>Widget Pro</h1>" + html, lang=lang), url).price == Decimal(amount)
+
+
+def test_price_with_obfuscated_class_names_next_to_title():
+    """Signal: currency-marked text in the title's neighbourhood, whatever the class names."""
+    body = ('<div class="x1"><h1 class="k9">Widget Pro</h1><div class="q7"><span class="zz">€344.00</span>'
+            '<span>VAT included</span></div></div><ul class="r"><li><span class="zz">€12.00</span></li></ul>')
+    assert extract_product(_pg(body), "https://shop.example.ie/w").price == Decimal("344.00")
+
+
+def test_delivery_option_price_in_a_button_loses_to_the_product_price():
+    body = ('<h1>Widget Pro</h1><button type="button"><span>Delivery</span> <span>CHF 7.95</span></button>'
+            '<div data-testid="price" class="a0"><span class="b1">CHF <!-- -->19.50</span></div>')
+    assert extract_product(_pg(body, lang="de"), "https://shop.example.ch/w").price == Decimal("19.50")
+
+
+def test_identifier_with_code_like_letters_is_not_a_currency():
+    body = '<h1>Widget Pro</h1><div class="amount">EAN 7610186303159</div><div class="price">CHF 2.25</div>'
+    assert extract_product(_pg(body, lang="de"), "https://shop.example.ch/w").price == Decimal("2.25")
+
+
+def test_two_markup_sources_disagree_the_visible_one_wins():
+    """Signal: agreement between structured data and the price shown by the title."""
+    head = '<meta property="og:type" content="product"><meta property="product:price:amount" content="200">' \
+           '<meta property="og:title" content="Widget Pro">'
+    body = '<h1>Widget Pro</h1><div class="price">$200</div><div>Starting price $150</div>'
+    p = extract_product(_pg(body, ld=_ld(price="150"), head=head), URL)
+    assert p.price == Decimal("200")
+
+
+def test_itemprop_price_content_attribute():
+    body = '<div itemscope itemtype="https://schema.org/Product"><h1 itemprop="name">Widget Pro</h1><div itemprop="offers" ' \
+           'itemscope itemtype="https://schema.org/Offer"><span itemprop="price" content="1299.00">1.299,00 €</span>' \
+           '<meta itemprop="priceCurrency" content="EUR"></div></div>'
+    assert extract_product(_pg(body, lang="de"), DE).price == Decimal("1299.00")
+
+
+@pytest.mark.parametrize(("text", "lang", "url", "amount", "cur"), [
+    ("CHF 1'299.–", "de-CH", "https://shop.example.ch/w", "1299", "CHF"),
+    ("₹1,29,999", "en-IN", "https://shop.example.in/w", "129999", "INR"),
+    ("R$ 1.299,90", "pt-BR", "https://shop.example.com.br/w", "1299.90", "BRL"),
+    ("$34.000", "es-CL", "https://shop.example.cl/w", "34000", "CLP"),
+])
+def test_locale_prices_shown_without_markup(text, lang, url, amount, cur):
+    p = extract_product(_pg(f'<h1>Widget Pro</h1><span class="price">{text}</span>', lang=lang), url)
+    assert (p.price, p.currency) == (Decimal(amount), cur)
+
+
+def test_promotions_multibuy_coupon_and_end_date():
+    body = ('<h1>Widget Pro</h1><span class="price">$19.99</span><span class="badge">2x1</span>'
+            '<p class="promo">Use code SPRING10 - offer ends 31/05/2024</p>')
+    p = extract_product(_pg(body), URL)
+    assert "2x1" in p.promotions and p.coupon == "SPRING10" and p.promotion_ends == "31/05/2024"
