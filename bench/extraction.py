@@ -147,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Dev set: {len(truth)} pages ({DATA.relative_to(ROOT)})")
     print()
-    print(f"{'attribute':<30}{'precision':>10}{'recall':>9}{'F1':>8}{'support':>9}")
+    print(f"{'attribute':<34}{'precision':>10}{'recall':>9}{'F1':>8}{'support':>9}")
     for attr, (p, r, f1, sup) in res.items():
-        print(f"{attr:<30}{p:>10.3f}{r:>9.3f}{f1:>8.3f}{sup:>9}")
+        print(f"{attr:<34}{p:>10.3f}{r:>9.3f}{f1:>8.3f}{sup:>9}")
     vis = score(truth, predictions(truth, pages, markup=False))
     for attr in ("price", "price (locale-adjusted)"):
         p, r, f1, sup = vis[attr]
         name = "price, markup hidden" + (" (loc.-adj.)" if "locale" in attr else "")
-        print(f"{name:<30}{p:>10.3f}{r:>9.3f}{f1:>8.3f}{sup:>9}")
+        print(f"{name:<34}{p:>10.3f}{r:>9.3f}{f1:>8.3f}{sup:>9}")
     print()
     print("Published on the full 140 pages (F1): price Zyte 0.918 / Diffbot 0.824 / extruct 0.685; "
           "sku 0.841 / 0.765 / 0.537; availability 0.957 / 0.943 / 0.914")
