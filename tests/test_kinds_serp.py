@@ -346,7 +346,8 @@ def test_marketplace_search_is_a_custom_engine_with_pages(engines, sqlite_db):
 
 
 def test_serpapi_results_come_from_the_api_and_its_key_never_leaks(engines, sqlite_db, monkeypatch):
-    cfg = config_for(sqlite_db.engine.url.render_as_string(), engines, "  - {term: running shoes, engine: serpapi, depth: 20}")
+    cfg = config_for(sqlite_db.engine.url.render_as_string(), engines,
+                     "  - {term: running shoes, engine: serpapi, depth: 20}")
     pipe = Pipeline(cfg, sqlite_db)
     obs = pipe.check("running shoes")["running shoes"]
     assert obs.status == "ok", obs.reason

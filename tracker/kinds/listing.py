@@ -302,7 +302,8 @@ def build_section(session: Any, config: Any, fmt: Formatter, rows: list[ChangeRo
             row["old"] = fmt.money(d.get("price"), cur) if d.get("price") else ""
             row["new"] = "gone"
         elif change.kind == "listing_price_changed":
-            row.update(old=fmt.money(d.get("old"), cur), new=f"{fmt.money(d.get('new'), cur)} ({fmt.pct(d.get('pct'))})",
+            row.update(old=fmt.money(d.get("old"), cur),
+                       new=f"{fmt.money(d.get('new'), cur)} ({fmt.pct(d.get('pct'))})",
                        css="down" if d.get("direction") == "down" else "up")
         elif change.kind == "listing_promo_share_changed":
             row.update(name="(whole listing)", old=f"{float(d.get('old') or 0) * 100:.0f} %",

@@ -23,7 +23,9 @@ Where the engine lives (tests point it at 127.0.0.1):
     $SERPAPI_API_KEY
   * custom engines: `engines: {name: {url_template, result, link, title, next}}` in the config.
 How pages are fetched: google/bing/duckduckgo through Chromium (Playwright), custom engines and SerpApi
-over HTTP; `fetch: http|browser` in the target spec or $TRACKER_SERP_FETCH overrides it.
+over HTTP; `fetch: http|browser` in the target spec or $TRACKER_SERP_FETCH overrides it. Politeness: one
+query at a time per engine (serp.concurrency_per_engine) and a random pause of serp.delay_s before every
+request to an engine (not for SerpApi, an API with its own limits). The gates live in this process.
 
 Differ: per tracked domain (own + rivals) rank_up / rank_down (moves of at least `rank_change`, default 1),
 entered_top / left_top (crossing the top `top_n`, default 10), and new_top_result (a new #1 URL).
@@ -263,7 +265,8 @@ async def observe_serp(checker: Checker, target: TargetSpec) -> tuple[Observed, 
             outcome = await run_query(engine, fetch_page, spec.get("term") or target.name or "",
                                       locale=spec.get("locale", "en-US"), device=spec.get("device", "desktop"),
                                       depth=int(spec.get("depth") or 10),
-                                      before_request=lambda: gate.turn(tuple(serp_cfg.delay_s)))
+                                      # SerpApi is a paid API with its own limits: no pause needed
+                                      before_request=None if is_api else lambda: gate.turn(tuple(serp_cfg.delay_s)))
     except SerpBlocked as exc:
         return Observed("blocked", str(exc)), mode
     except FetchError as exc:
@@ -356,7 +359,8 @@ def build_section(session: Any, config: Any, fmt: Formatter, rows: list[ChangeRo
         engine = (target.spec or {}).get("engine", "")
         if change.kind == "new_top_result":
             moves.append({"term": term, "engine": engine, "who": d.get("label") or d.get("domain", ""),
-                          "label": LABELS["new_top_result"], "old": d.get("old_url") or "", "new": d.get("new_url") or "",
+                          "label": LABELS["new_top_result"], "old": d.get("old_url") or "",
+                          "new": d.get("new_url") or "",
                           "url": d.get("new_url"), "css": "down" if d.get("own") else "", "own": bool(d.get("own"))})
             if d.get("own"):
                 new_ones.append(term)
@@ -419,7 +423,8 @@ def build_section(session: Any, config: Any, fmt: Formatter, rows: list[ChangeRo
         now_v, before_v = vis_now.get(dom, 0.0), vis_before.get(dom, 0.0)
         diff = (now_v - before_v) * 100
         trend.append({"who": label, "domain": dom, "now": f"{now_v * 100:.1f} %", "before": f"{before_v * 100:.1f} %",
-                      "delta": f"{diff:+.1f}" if abs(diff) >= 0.05 else "±0", "share": f"{sov.get(dom, 0.0) * 100:.0f} %",
+                      "delta": f"{diff:+.1f}" if abs(diff) >= 0.05 else "±0",
+                      "share": f"{sov.get(dom, 0.0) * 100:.0f} %",
                       "css": "down" if diff > 0.05 else "up" if diff < -0.05 else ""})
     # The own site's winners and losers are the report's own summary line (tracker.report._keyword_lines).
     summary = []
