@@ -108,12 +108,18 @@ class ListingConfig(Strict):
 
     url: HttpUrl
     name: str | None = None
-    item: str | None = None
-    link: str | None = None
+    item: str | None = Field(None, description="CSS selector of one product card; found automatically if unset")
+    link: str | None = Field(None, description="inside a card: the product link (default: first <a href>)")
+    title: str | None = Field(None, description="inside a card: the product name")
     price: str | None = None
+    regular_price: str | None = None
     badge: str | None = None
-    max_pages: int = Field(5, ge=1, le=100)
-    fetch: Literal["http", "browser", "auto"] | None = None
+    next: str | None = Field(None, description="the 'next page' link or button")
+    max_pages: int = Field(5, ge=1, le=100, description="pagination is followed up to this many pages")
+    confirm_removal_after: int = Field(2, ge=1, le=20,
+                                       description="complete passes without a product before it is 'removed'")
+    fetch: Literal["http", "browser", "auto"] | None = Field(
+        None, description="browser also scrolls infinite lists to the end")
 
 
 class RivalConfig(Strict):
@@ -147,6 +153,8 @@ class KeywordConfig(Strict):
     device: Literal["desktop", "mobile"] = "desktop"
     depth: int = Field(10, ge=10, le=100, description="results to read, following pagination")
     tags: list[str] = []
+    rank_change: int = Field(1, ge=1, description="smallest position move reported")
+    top_n: int = Field(10, ge=1, le=100, description="'entered/left the top N' is reported for this N")
 
 
 class CustomEngineConfig(Strict):

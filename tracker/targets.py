@@ -37,8 +37,11 @@ def _product_spec(rival: RivalConfig, product: ProductConfig) -> dict:
 
 
 def _listing_spec(rival: RivalConfig, listing: ListingConfig) -> dict:
-    selectors = {k: getattr(listing, k) for k in ("item", "link", "price", "badge") if getattr(listing, k)}
+    names = {"item": "item", "link": "link", "title": "name", "price": "price", "regular_price": "regular_price",
+             "badge": "badge", "next": "next"}  # config key -> ListingSelectors field
+    selectors = {field: getattr(listing, key) for key, field in names.items() if getattr(listing, key)}
     return {"fetch": listing.fetch or rival.fetch, "selectors": selectors, "max_pages": listing.max_pages,
+            "confirm_removal_after": listing.confirm_removal_after,
             "respect_robots": rival.respect_robots, "rival": rival.name}
 
 
@@ -50,7 +53,8 @@ def _keyword_spec(config: Config, kw: KeywordConfig) -> dict:
     """Everything a worker needs for a ranking check, including the domains to find in the results."""
     domains = {r.name: r.domain for r in config.rivals if r.domain}
     spec = {"term": kw.term, "engine": kw.engine, "locale": kw.locale, "device": kw.device,
-            "depth": kw.depth, "tags": list(kw.tags), "own_domain": config.own_domain, "domains": domains}
+            "depth": kw.depth, "tags": list(kw.tags), "own_domain": config.own_domain, "domains": domains,
+            "rank_change": kw.rank_change, "top_n": kw.top_n}
     if kw.engine in config.engines:
         spec["custom_engine"] = config.engines[kw.engine].model_dump()
     return spec
@@ -95,7 +99,8 @@ def sync_targets(session: Session, config: Config) -> list[TargetRef]:
     for kw in config.keywords:
         upsert("serp", keyword_key(kw), None, url=None, name=kw.term, spec=_keyword_spec(config, kw))
     for key, target in existing.items():
-        if key not in wanted and target.active:
+        # Products found by `tracker discover --track` are not in the config but stay tracked.
+        if key not in wanted and target.active and not (target.spec or {}).get("discovered"):
             target.active = False
     session.flush()
     return active_targets(session)

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import tracker.models_catalog  # noqa: F401 - its tables are part of the schema
 from tracker.models import Base
 
 config = context.config
