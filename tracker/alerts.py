@@ -178,7 +178,7 @@ def evaluate(rule: Any, change: Change, target: Target, rival: Rival | None, fmt
         term = target.name or (target.spec or {}).get("term") or target.key
         who = d.get("label") or d.get("domain") or ""
         return (f"{who}: " if not d.get("own") else "") + fmt.t(
-            "rule_rank_drop", n=fmt.number(drop), term=term, old=f"#{d['old']}" if d.get("old") else "–",
+            "rule_rank_drop", drop, term=term, old=f"#{d['old']}" if d.get("old") else "–",
             new=f"#{d['new']}" if d.get("new") else "–")
     return None
 
