@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from scrapers.blocked import detect_block
 from scrapers.browser import BrowserFetcher
 from scrapers.errors import FetchError
@@ -110,6 +113,11 @@ class Checker:
         # SQLite has one writer: a single DB thread keeps writes in order and the event loop free.
         self._db_threads = ThreadPoolExecutor(max_workers=1 if db.dialect == "sqlite" else 4,
                                               thread_name_prefix="tracker-db")
+        # Group commit: writes of checks that finish while the DB thread is busy wait together and are
+        # committed in one transaction (one fsync/round trip for many targets, see _write).
+        self._pending_writes: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
+        self._flushers = 0
+        self._max_flushers = 1 if db.dialect == "sqlite" else 4
 
     async def __aenter__(self) -> "Checker":
         await self.http.__aenter__()
@@ -123,11 +131,64 @@ class Checker:
     async def _in_db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_threads, fn)
 
+    async def _write(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn(session)` in a transaction on a DB thread, group-committed with other pending writes.
+
+        Each `fn` is one whole unit of work (record_check is idempotent and self-contained), so a batch of
+        them in one transaction is all-or-nothing like each of them alone. If the batch fails, it is rolled
+        back and every `fn` is retried in a transaction of its own, so one bad write never fails another.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending_writes.append((fn, future))
+        if self._flushers < self._max_flushers:
+            self._flushers += 1
+            asyncio.get_running_loop().create_task(self._flush_writes())
+        return await future
+
+    async def _flush_writes(self, max_batch: int = 256) -> None:
+        try:
+            while self._pending_writes:
+                batch = self._pending_writes[:max_batch]
+                del self._pending_writes[:max_batch]
+                try:
+                    outcomes = await self._in_db(lambda: self._run_batch([fn for fn, _ in batch]))
+                except BaseException as exc:  # noqa: BLE001 - e.g. cancelled: nobody may wait forever
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, future), (ok, value) in zip(batch, outcomes):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flushers -= 1
+
+    def _run_batch(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+        if len(fns) > 1:
+            try:
+                with self.db.session() as session:
+                    return [(True, fn(session)) for fn in fns]
+            except Exception:  # noqa: BLE001 - rolled back: redo one by one below
+                pass
+        outcomes: list[tuple[bool, Any]] = []
+        for fn in fns:
+            try:
+                with self.db.session() as session:
+                    outcomes.append((True, fn(session)))
+            except Exception as exc:  # noqa: BLE001 - handed to that write's caller
+                outcomes.append((False, exc))
+        return outcomes
+
     # -- the unit of work -------------------------------------------------------------------------------
 
-    async def check(self, target_id: int, slot: datetime) -> CheckResult:
-        """Check one target for one slot: fetch, extract, store, diff. Never raises for a bad page."""
-        target = await self._in_db(lambda: self._load(target_id))
+    async def check(self, target_id: int, slot: datetime, *, target: TargetSpec | None = None) -> CheckResult:
+        """Check one target for one slot: fetch, extract, store, diff. Never raises for a bad page.
+
+        `target` is the target's row when the caller already loaded it (run_pass loads a pass's in one query).
+        """
+        if target is None or target.id != target_id:
+            target = await self._in_db(lambda: self._load(target_id))
         observe = OBSERVERS.get(target.kind)
         if observe is None:
             observed, via = Observed("failed", f"no observer for target kind {target.kind!r}"), None
@@ -139,13 +200,12 @@ class Checker:
                 observed, via = Observed("failed", f"internal error: {type(exc).__name__}: {exc}"[:500]), None
         now = datetime.now(UTC)
 
-        def write() -> CheckResult:
-            with self.db.session() as session:
-                recorded = record_check(session, target.id, slot, observed, now=now, rules=self.rules)
+        def write(session: Session) -> CheckResult:
+            recorded = record_check(session, target.id, slot, observed, now=now, rules=self.rules)
             return CheckResult(target.id, target.rival, observed.status, observed.reason,
                                len(recorded.changes), recorded.duplicate, via)
 
-        return await self._in_db(write)
+        return await self._write(write)
 
     def _load(self, target_id: int) -> TargetSpec:
         with self.db.session() as session:
@@ -155,6 +215,19 @@ class Checker:
             rival = session.get(Rival, row.rival_id) if row.rival_id else None
             return TargetSpec(row.id, row.kind, row.url, row.name, rival.name if rival else None,
                               dict(row.spec or {}))
+
+    def _load_many(self, target_ids: list[int]) -> dict[int, TargetSpec]:
+        """The rows of many targets in a few queries (missing ids are left out: check() reports them)."""
+        found: dict[int, TargetSpec] = {}
+        with self.db.session() as session:
+            for start in range(0, len(target_ids), 500):
+                chunk = target_ids[start:start + 500]
+                rows = session.execute(
+                    select(Target.id, Target.kind, Target.url, Target.name, Rival.name, Target.spec)
+                    .outerjoin(Rival, Rival.id == Target.rival_id).where(Target.id.in_(chunk)))
+                for tid, kind, url, name, rival, spec in rows:
+                    found[tid] = TargetSpec(tid, kind, url, name, rival, dict(spec or {}))
+        return found
 
     # -- a pass -------------------------------------------------------------------------------------------
 
@@ -166,11 +239,12 @@ class Checker:
         run_id = await self._in_db(lambda: self._start_run(slot, trigger))
         summary = PassSummary(run_id=run_id)
         gate = asyncio.Semaphore(max_in_flight)
+        specs = await self._in_db(lambda: self._load_many([ref.id for ref in targets]))
 
         async def one(ref: TargetRef) -> None:
             async with gate:
                 try:
-                    result = await self.check(ref.id, slot)
+                    result = await self.check(ref.id, slot, target=specs.get(ref.id))
                 except LookupError as exc:
                     result = CheckResult(ref.id, ref.rival, "failed", str(exc))
             summary.add(result)
