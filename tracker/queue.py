@@ -537,6 +537,8 @@ class Dispatcher:
         self.engine = engine or connect(config)
         self.lease = DbLease(db, "dispatcher", ttl_s=self.settings.lease_ttl_s)
         self.active = False
+        self._broker_down = False
+        self._rearm_all = False
         self._task: asyncio.Task[None] | None = None
         if start:
             try:
@@ -619,7 +621,14 @@ class Dispatcher:
         now = now or datetime.now(UTC)
         result = TickResult(active=True)
         s = self.settings
+        if not self._broker_up():
+            return result
         with self.db.session() as session:
+            if self._rearm_all:
+                # The broker was away: a restarted Redis has forgotten which checks workers are still
+                # running, so give every sent slot a full resend_after from now before sending it again.
+                session.execute(update(dispatches).where(dispatches.c.sent_at.is_not(None)).values(sent_at=now))
+                self._rearm_all = False
             finished = select(Target.id).where(Target.id == dispatches.c.target_id,
                                                Target.last_slot.is_not(None), Target.last_slot >= dispatches.c.slot)
             result.done = session.execute(delete(dispatches).where(finished.exists())).rowcount or 0
@@ -657,8 +666,27 @@ class Dispatcher:
                 session.execute(delete(dispatches).where(dispatches.c.target_id.in_(gave_up)))
             result.sent = len(sent_ids)
             result.gave_up = len(gave_up)
+        if result.sent or result.gave_up:
+            log.info("sent %d checks (%d again), %d slots finished since the last tick", result.sent,
+                     result.resent, result.done)
         self._publish(result)
         return result
+
+    def _broker_up(self) -> bool:
+        client = self.engine.redis
+        if client is None:
+            return True
+        try:
+            client.ping()
+        except (redis.RedisError, OSError) as exc:
+            if not self._broker_down:
+                log.warning("broker unreachable: sending paused (%s)", exc)
+            self._broker_down = True
+            return False
+        if self._broker_down:
+            log.info("broker back: slots sent before the outage get a new resend_after")
+            self._broker_down, self._rearm_all = False, True
+        return True
 
     def _publish(self, result: TickResult) -> None:
         client = self.engine.redis
