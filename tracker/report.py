@@ -183,7 +183,7 @@ class ReportData:
         return not self.change_ids
 
 
-TEMPLATE_WORDS = ("summary", "position", "you", "cheapest_rival", "gap", "gap_hint", "product", "now",
+TEMPLATE_WORDS = ("summary", "position", "you", "cheapest_rival", "gap", "gap_short", "gap_hint", "product", "now",
                   "regular", "change", "before", "after", "delta", "open_page", "alerted", "own_shop", "health",
                   "target", "status", "since", "why", "other_changes")
 
