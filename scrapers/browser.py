@@ -86,6 +86,10 @@ class BrowserFetcher:
         self._browser = None
         self._contexts: dict[str, object] = {}
         self._idle_pages: dict[str, list[object]] = {}
+        # Pages open across all contexts: at most `concurrency` (one context per rival must not mean
+        # `concurrency` pages per rival: 8 rivals x 8 pages was 64 renderers and ~15 GB of summed RSS).
+        self._open_pages = 0
+        self._parking: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(concurrency)
         self._start_lock = asyncio.Lock()
         self.launched = False
@@ -97,6 +101,9 @@ class BrowserFetcher:
         await self.close()
 
     async def close(self) -> None:
+        for task in list(self._parking):
+            task.cancel()
+        self._parking.clear()
         for ctx in self._contexts.values():
             try:
                 await ctx.close()  # type: ignore[attr-defined]
@@ -104,6 +111,7 @@ class BrowserFetcher:
                 pass
         self._contexts.clear()
         self._idle_pages.clear()
+        self._open_pages = 0
         if self._browser is not None:
             try:
                 await self._browser.close()
@@ -169,7 +177,16 @@ class BrowserFetcher:
         async with self._slots:
             ctx = await self._context(context_key)
             idle = self._idle_pages[context_key]
-            page = idle.pop() if idle else await ctx.new_page()  # type: ignore[attr-defined]
+            if idle:
+                page = idle.pop()
+            else:
+                await self._evict_idle_page()
+                self._open_pages += 1
+                try:
+                    page = await ctx.new_page()  # type: ignore[attr-defined]
+                except BaseException:
+                    self._open_pages -= 1
+                    raise
             healthy = True
             try:
                 try:
@@ -204,14 +221,45 @@ class BrowserFetcher:
                 healthy = False
                 raise
             finally:
-                if healthy and len(idle) < self.concurrency:
-                    try:
-                        await page.goto("about:blank")
-                        idle.append(page)
-                    except PlaywrightError:
-                        await _close_quietly(page)
+                if healthy and self._open_pages <= self.concurrency:
+                    # Straight back to the pool: the next fetch navigates it anyway. A page left idle
+                    # is parked on about:blank shortly after, so a rival's scripts do not run on.
+                    idle.append(page)
+                    task = asyncio.get_running_loop().create_task(self._park(context_key, page))
+                    self._parking.add(task)
+                    task.add_done_callback(self._parking.discard)
                 else:
+                    self._open_pages -= 1
                     await _close_quietly(page)
+
+    async def _evict_idle_page(self) -> None:
+        """Make room for a new page: close an idle page of another context when the pool is full."""
+        if self._open_pages < self.concurrency:
+            return
+        for pages in self._idle_pages.values():
+            if pages:
+                page = pages.pop(0)
+                self._open_pages -= 1
+                await _close_quietly(page)
+                return
+
+    async def _park(self, key: str, page, grace_s: float = 1.0) -> None:  # type: ignore[no-untyped-def]
+        """Navigate a page that stayed idle for `grace_s` to about:blank (out of the pool meanwhile)."""
+        from playwright.async_api import Error as PlaywrightError
+
+        await asyncio.sleep(grace_s)
+        idle = self._idle_pages.get(key)
+        if idle is None or page not in idle:
+            return  # reused (or closed) meanwhile
+        idle.remove(page)
+        try:
+            await page.goto("about:blank")
+        except PlaywrightError:
+            self._open_pages -= 1
+            await _close_quietly(page)
+            return
+        if self._idle_pages.get(key) is idle:
+            idle.append(page)
 
     @staticmethod
     async def _scroll_to_end(page, max_scrolls: int) -> None:  # type: ignore[no-untyped-def]
