@@ -92,3 +92,19 @@ def test_extract_prints_the_documented_json(tmp_path):
     assert {k: data[k] for k in ("name", "price", "currency", "availability", "sku")} == {
         "name": "Rad", "price": "1299.00", "currency": "EUR", "availability": "InStock", "sku": "R-1"}
     assert data["regular_price"] is None and data["promotions"] == []
+
+
+def test_a_change_matching_an_alert_rule_is_mailed_at_once_by_the_check(shop, smtp_server, tmp_path):
+    shop.products = {"kettle": {"name": "Kettle", "price": "30.00"},
+                     "toaster": {"name": "Toaster", "price": "45.00"}}
+    config = CONFIG.format(database="sqlite:///t.db", smtp=smtp_server.url, shop=shop.url)
+    config += "alerts:\n  rules:\n    - {when: price_move, min_pct: 10, direction: down}\n"
+    (tmp_path / "tracker.yaml").write_text(config)
+    shop.products["blender"] = {"name": "Blender", "price": "80.00"}
+    assert tracker("check", "-c", "tracker.yaml", cwd=tmp_path).returncode == 0
+    shop.products["kettle"]["price"] = "24.00"   # -20 %: matches the rule
+    shop.products["toaster"]["price"] = "44.00"  # -2 %: waits for the digest
+    assert tracker("check", "-c", "tracker.yaml", cwd=tmp_path).returncode == 0
+    (alert,) = smtp_server.messages
+    text = next(p for p in alert.walk() if p.get_content_type() == "text/plain").get_content()
+    assert "Kettle" in text and "Toaster" not in text

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from tracker.config import Config
 from tracker.db import Database
-from tracker.mail import build_message, deliver_pending, enqueue
+from tracker.mail import deliver_pending, enqueue
 from tracker.models import Change, OutboxMessage
 from tracker.pipeline import CheckResult, Checker, PassSummary, utc_slot
 from tracker.report import Rendered, collect, render
@@ -35,8 +35,9 @@ def open_database(config: Config, *, migrate: bool = True) -> Database:
 async def check_once(config: Config, db: Database, *, rival: str | None = None, slot: datetime | None = None,
                      trigger: str = "check", kinds: tuple[str, ...] | None = None,
                      on_start: Callable[[int], None] | None = None,
-                     on_result: Callable[[CheckResult], None] | None = None) -> PassSummary:
-    """One pass over all active targets (or one rival's) now, in this process."""
+                     on_result: Callable[[CheckResult], None] | None = None,
+                     alerts: bool = True) -> PassSummary:
+    """One pass over all active targets (or one rival's) now, in this process; then the alerts it caused."""
     with db.session() as session:
         sync_targets(session, config)
         targets = active_targets(session, rival=rival, kinds=kinds)
@@ -47,7 +48,20 @@ async def check_once(config: Config, db: Database, *, rival: str | None = None, 
     if on_start is not None:
         on_start(len(targets))
     async with Checker(config, db) as checker:
-        return await checker.run_pass(targets, utc_slot(slot), trigger=trigger, on_result=on_result)
+        summary = await checker.run_pass(targets, utc_slot(slot), trigger=trigger, on_result=on_result)
+    if summary.changes and alerts:
+        await asyncio.to_thread(send_alerts, config, db)
+    return summary
+
+
+def send_alerts(config: Config, db: Database) -> int:
+    """Changes that match an alert rule go out at once (e-mail and chat); the rest wait for the digest."""
+    from tracker.alerts import queue_alerts
+
+    queued = queue_alerts(config, db)
+    if queued:
+        send_reports(config, db)
+    return len(queued)
 
 
 def preview_report(config: Config, db: Database) -> Rendered:

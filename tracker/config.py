@@ -33,6 +33,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from scrapers.types import ListingSelectors, Selectors
+from tracker.alerts import AlertsConfig
 from tracker.errors import ConfigError
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -281,6 +282,7 @@ class Config(Strict):
     keywords: list[KeywordConfig] = []
     engines: dict[str, CustomEngineConfig] = {}
     serp: SerpConfig = SerpConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     # Where this config was read from (not a YAML key): relative paths are resolved against its folder.
     source: Path | None = Field(None, exclude=True)
@@ -539,7 +541,8 @@ def redacted(config: Config) -> dict[str, Any]:
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: ("***" if k in SECRET_FIELDS and v else walk(v)) for k, v in node.items()}
+            # Apprise chat URLs carry their tokens in the URL: masked like secrets.
+            return {k: ("***" if (k in SECRET_FIELDS or k == "chat") and v else walk(v)) for k, v in node.items()}
         if isinstance(node, list):
             return [walk(v) for v in node]
         return node
