@@ -56,13 +56,16 @@ def check(config: ConfigOpt = DEFAULT_CONFIG,
           as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False) -> None:
     """Run one pass now over all targets (or one rival's) and print a summary."""
     from tracker.app import check_once
+    from tracker.queue import broker_url, check_distributed
 
     cfg = _load(config)
     db = _open(cfg)
+    # With a broker configured the pass runs on the workers; the summary is the same.
+    runner = check_distributed if broker_url(cfg) else check_once
     with Progress(TextColumn("[bold]checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
         task = progress.add_task("check", total=None)
-        summary = asyncio.run(check_once(
+        summary = asyncio.run(runner(
             cfg, db, rival=rival,
             on_start=lambda n: progress.update(task, total=n),
             on_result=lambda _r: progress.advance(task)))

@@ -262,7 +262,15 @@ class ThresholdsConfig(Strict):
 
 
 class QueueConfig(Strict):
+    """Scale-out: checks sent to `tracker worker` processes through Dramatiq (see README)."""
+
     broker: str | None = Field(None, description="redis://host:6379/0; else $TRACKER_BROKER_URL; else in-process")
+    heartbeat_timeout_s: float = Field(60, gt=0, description="a silent worker's messages are redelivered after this")
+    resend_after_s: float = Field(600, gt=0, description="a slot with no result after this is sent again")
+    lease_ttl_s: float = Field(30, gt=0, description="dispatcher failover time")
+    tick_s: float = Field(1, gt=0, description="how often the dispatcher looks for due targets")
+    worker_threads: int = Field(16, ge=1, description="checks in flight per worker process")
+    max_attempts: int = Field(5, ge=1, description="deliveries of one message before it is given up")
 
 
 class Config(Strict):
