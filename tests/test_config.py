@@ -140,3 +140,8 @@ def test_any_structure_gives_a_config_or_a_config_error(data):
         parse_config(pyyaml.safe_dump(data), source="fuzz.yaml", env={})
     except ConfigError as exc:
         assert exc.problems
+
+
+def test_database_url_from_the_environment_overrides_the_file():
+    config = parse_config("database: sqlite:///file.db\n", env={"TRACKER_DATABASE_URL": "postgresql://u@db/x"})
+    assert config.database == "postgresql://u@db/x"

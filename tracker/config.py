@@ -492,6 +492,9 @@ def parse_config(text: str, *, source: str | Path = "<config>", env: dict[str, s
     bad_places = {p.split(": ", 2)[1] for p in problems if ": " in p}
     base = Path(source).parent if isinstance(source, Path) else Path(".")
     _read_secret_files(data, base, problems, where)
+    if env.get("TRACKER_DATABASE_URL"):
+        # The environment wins over the file, so one config serves several machines (Compose, Kubernetes).
+        data["database"] = env["TRACKER_DATABASE_URL"]
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
