@@ -94,6 +94,26 @@ def decode_body(body: bytes, content_type: str | None) -> str:
             return body.decode("cp1252", errors="replace")
 
 
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Read a body until EOF or until `limit` bytes. (`StreamReader.read(n)` returns as soon as *some*
+    bytes are buffered, often one 64 KB chunk, so a single call silently truncates bigger pages and lets
+    a chunked 20 MB page through the size cap.)"""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await stream.read(min(limit - size, 1 << 18))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _cert_problem(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    err = exc.certificate_error
+    return str(getattr(err, "verify_message", None) or getattr(err, "reason", None) or err)
+
+
 class HttpFetcher:
     """Async HTTP fetcher shared by all checks of a process. Use as `async with HttpFetcher(...) as f`."""
 
@@ -176,7 +196,7 @@ class HttpFetcher:
             async with self._session.get(origin + "/robots.txt", allow_redirects=True) as resp:
                 if resp.status >= 400:
                     return None  # no robots.txt (or an error page): everything is allowed
-                body = await resp.content.read(500_000)
+                body = await read_capped(resp.content, 500_000)
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return None
         return Protego.parse(body.decode("utf-8", errors="replace"))
@@ -243,7 +263,7 @@ class HttpFetcher:
                 if length and length.isdigit() and int(length) > self.max_bytes:
                     raise FetchError(f"page is {int(length):,} bytes, over the {self.max_bytes:,}-byte cap",
                                      status=resp.status)
-                body = await resp.content.read(self.max_bytes + 1)
+                body = await read_capped(resp.content, self.max_bytes + 1)
                 if len(body) > self.max_bytes:
                     raise FetchError(f"page is over the {self.max_bytes:,}-byte cap", status=resp.status)
                 return Page(url=url, final_url=str(resp.url), status=resp.status, headers=dict(resp.headers),
@@ -252,6 +272,11 @@ class HttpFetcher:
             raise
         except aiohttp.TooManyRedirects:
             raise FetchError("too many redirects (a redirect loop?)") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise FetchError(f"TLS certificate of {exc.host} not trusted: {_cert_problem(exc)} (set "
+                             f"http.verify_tls: false only for a site you know)") from None
+        except aiohttp.ClientSSLError as exc:
+            raise FetchError(f"TLS handshake with {exc.host} failed: {exc.os_error}") from None
         except aiohttp.ClientConnectorDNSError as exc:
             raise FetchError(f"DNS lookup failed for {exc.host}", retryable=True) from None
         except aiohttp.ClientConnectorError as exc:

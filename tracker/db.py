@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tracker.errors import DatabaseError
@@ -26,8 +27,32 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, connect_retries: int = 5, retry_delay_s: float = 1.0) -> Engine:
+def _env_number(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def default_retries() -> int:
+    """Connection attempts after the first: $TRACKER_DB_CONNECT_RETRIES, else 5."""
+    return max(0, int(_env_number("TRACKER_DB_CONNECT_RETRIES", 5)))
+
+
+def default_retry_delay() -> float:
+    """First pause between connection attempts (doubling, capped at 16x): $TRACKER_DB_RETRY_DELAY_S, else 1 s."""
+    return max(0.0, _env_number("TRACKER_DB_RETRY_DELAY_S", 1.0))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def make_engine(url: str, *, connect_retries: int | None = None, retry_delay_s: float | None = None) -> Engine:
     """An Engine with the pragmas we rely on, after checking the database answers (with retries)."""
+    connect_retries = default_retries() if connect_retries is None else connect_retries
+    retry_delay_s = default_retry_delay() if retry_delay_s is None else retry_delay_s
     url = normalize_url(url)
     try:
         parsed = make_url(url)
@@ -36,7 +61,11 @@ def make_engine(url: str, *, connect_retries: int = 5, retry_delay_s: float = 1.
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(f"cannot create the folder of the SQLite database {database}: "
+                                    f"{exc.strerror or exc}") from None
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -56,13 +85,17 @@ def make_engine(url: str, *, connect_retries: int = 5, retry_delay_s: float = 1.
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return engine
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             last = exc
             if attempt < connect_retries:
                 time.sleep(retry_delay_s * (2 ** min(attempt, 4)))
     engine.dispose()
     raise DatabaseError(f"cannot reach the database at {parsed.render_as_string(hide_password=True)}: "
-                        f"{str(getattr(last, 'orig', last)).strip().splitlines()[0]}; is it running?")
+                        f"{_first_line(last) if last else 'no answer'}; is it running?")
+
+
+def _where(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -86,16 +119,23 @@ def upgrade(engine: Engine) -> None:
 class Database:
     """An engine plus a session factory; `Database.open(url)` connects and migrates."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, retries: int | None = None, retry_delay_s: float | None = None):
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.retries = default_retries() if retries is None else retries
+        self.retry_delay_s = default_retry_delay() if retry_delay_s is None else retry_delay_s
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True, connect_retries: int = 5) -> "Database":
+    def open(cls, url: str, *, migrate: bool = True, connect_retries: int | None = None) -> "Database":
         engine = make_engine(url, connect_retries=connect_retries)
         if migrate:
-            upgrade(engine)
-        return cls(engine)
+            try:
+                upgrade(engine)
+            except (OperationalError, InterfaceError) as exc:
+                engine.dispose()
+                raise DatabaseError(f"cannot migrate the database at {_where(engine)}: {_first_line(exc)}"
+                                    ) from None
+        return cls(engine, retries=connect_retries)
 
     @property
     def dialect(self) -> str:
@@ -103,9 +143,38 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in a transaction: committed on success, rolled back on error."""
-        with self.sessions() as session, session.begin():
-            yield session
+        """A session in a transaction: committed on success, rolled back on error.
+
+        The connection is checked out first, with retries and backoff while the database is unreachable
+        (nothing has run yet, so retrying is safe); losing it later raises DatabaseError, a clear message
+        instead of a driver traceback, and the transaction is rolled back as a whole."""
+        session = self._begin()
+        try:
+            with session:
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+        except (OperationalError, InterfaceError) as exc:
+            raise DatabaseError(f"lost the database at {_where(self.engine)}: {_first_line(exc)}") from None
+
+    def _begin(self) -> Session:
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            session = self.sessions()
+            try:
+                session.begin()
+                session.connection()
+                return session
+            except (OperationalError, InterfaceError) as exc:
+                last = exc
+                session.close()
+                if attempt < self.retries:
+                    time.sleep(self.retry_delay_s * (2 ** min(attempt, 4)))
+        raise DatabaseError(f"cannot reach the database at {_where(self.engine)}: "
+                            f"{_first_line(last) if last else 'no answer'}; is it running?")
 
     def close(self) -> None:
         self.engine.dispose()

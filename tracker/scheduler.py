@@ -21,6 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from tracker.config import Config
 from tracker.db import Database
+from tracker.errors import TrackerError
 from tracker.lease import DbLease
 
 log = logging.getLogger("tracker.scheduler")
@@ -32,18 +33,67 @@ _RUNTIME: dict[str, Any] = {}
 KIND_SCHEDULES = {"prices": ("product", "listing", "seo"), "rankings": ("serp",)}
 
 
+class CronSchedule(CronTrigger):
+    """A cron trigger that behaves like cron across DST changes in its time zone.
+
+    APScheduler's CronTrigger fires a fixed-time job twice on the night clocks go back (02:30 CEST and
+    again 02:30 CET, an hour later). Like cron, a job with a fixed hour runs at the first pass through the
+    repeated hour only; jobs whose hour is `*` keep running every real hour. When clocks go forward the
+    nonexistent 02:30 fires once, at the instant it maps to (03:30 summer time): no skip either.
+    """
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        fire = super().get_next_fire_time(previous_fire_time, now)
+        while fire is not None and self._second_pass(fire):
+            after = (fire.astimezone(UTC) + timedelta(seconds=1)).astimezone(fire.tzinfo)
+            fire = super().get_next_fire_time(None, after)
+        return fire
+
+    def _second_pass(self, fire: datetime) -> bool:
+        if not fire.fold or fire.replace(fold=0).utcoffset() == fire.utcoffset():
+            return False  # not the repeated hour
+        hour = next(f for f in self.fields if f.name == "hour")
+        return str(hour) != "*"
+
+
+def cron_trigger(cron: str, tz: Any, jitter: int | None = None) -> CronSchedule:
+    trigger = CronSchedule.from_crontab(cron, timezone=tz)
+    trigger.jitter = jitter  # add_job(jitter=...) is ignored when given a trigger instance
+    return trigger
+
+
 def last_fire_time(cron: str, tz: Any, now: datetime) -> datetime:
-    """The newest time `cron` fired at or before `now`: the slot a (possibly late) run belongs to."""
-    trigger = CronTrigger.from_crontab(cron, timezone=tz)
-    start = now - timedelta(days=32)
-    fire = trigger.get_next_fire_time(None, start)
-    last = fire
-    while fire is not None and fire <= now:
+    """The newest time `cron` fired at or before `now`: the slot a (possibly late) run belongs to.
+
+    Instants are compared in UTC: two aware datetimes in the same zone compare by wall clock, which is
+    wrong in the hour that repeats when clocks go back."""
+    trigger = cron_trigger(cron, tz)
+    now_utc = now.astimezone(UTC)
+    fire = trigger.get_next_fire_time(None, (now_utc - timedelta(days=32)).astimezone(trigger.timezone))
+    last = None
+    while fire is not None and fire.astimezone(UTC) <= now_utc:
         last = fire
-        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+        fire = trigger.get_next_fire_time(
+            fire, (fire.astimezone(UTC) + timedelta(seconds=1)).astimezone(trigger.timezone))
     return (last or now).astimezone(UTC)
 
 
+def _one_line_errors(fn):  # type: ignore[no-untyped-def]
+    """A scheduled job that fails for a known reason (database unreachable, ...) logs one clear line,
+    not APScheduler's traceback; the next run tries again."""
+    import functools
+
+    @functools.wraps(fn)
+    async def job(*args: Any) -> None:
+        try:
+            await fn(*args)
+        except TrackerError as exc:
+            log.error("%s failed: %s; the next run tries again", fn.__name__, exc)
+
+    return job
+
+
+@_one_line_errors
 async def scheduled_check(schedule: str) -> None:
     from tracker.app import check_once
 
@@ -59,6 +109,7 @@ async def scheduled_check(schedule: str) -> None:
     log.info("pass %s for slot %s: %s", schedule, slot.isoformat(), summary.as_json())
 
 
+@_one_line_errors
 async def scheduled_report() -> None:
     from tracker.app import queue_report, send_reports
 
@@ -70,6 +121,7 @@ async def scheduled_report() -> None:
     await asyncio.to_thread(send_reports, config, db)
 
 
+@_one_line_errors
 async def deliver_outbox() -> None:
     from tracker.app import send_reports
 
@@ -84,22 +136,42 @@ def build_scheduler(config: Config, db: Database) -> AsyncIOScheduler:
         timezone=config.tz)
     jitter = s.jitter_s or None
     wanted = set()
+    stored = _stored_next_run_times(db)
+
+    def add(func: Any, trigger: Any, job_id: str, name: str, **kw: Any) -> None:
+        # `replace_existing` alone would reset a stored job's next_run_time to the next *future* fire
+        # time, so runs missed while no scheduler was up would never be caught up. Keep the stored
+        # next_run_time when the job is unchanged: on start it is due, and coalesce makes it ONE run.
+        keep = stored.get(job_id)
+        if keep is not None and keep[0] == repr(trigger):
+            kw["next_run_time"] = keep[1]
+        scheduler.add_job(func, trigger, id=job_id, name=name, replace_existing=True, **kw)
+        wanted.add(job_id)
+
     for name in ("prices", "rankings"):
         cron = getattr(s, name)
         if cron:
-            scheduler.add_job(scheduled_check, CronTrigger.from_crontab(cron, timezone=config.tz),
-                              args=[name], id=f"check:{name}", name=f"check {name}", jitter=jitter,
-                              replace_existing=True)
-            wanted.add(f"check:{name}")
+            add(scheduled_check, cron_trigger(cron, config.tz, jitter), f"check:{name}", f"check {name}",
+                args=[name])
     if s.report:
-        scheduler.add_job(scheduled_report, CronTrigger.from_crontab(s.report, timezone=config.tz),
-                          id="report", name="report", replace_existing=True)
-        wanted.add("report")
-    scheduler.add_job(deliver_outbox, IntervalTrigger(minutes=1), id="outbox", name="outbox retries",
-                      replace_existing=True)
-    wanted.add("outbox")
+        add(scheduled_report, cron_trigger(s.report, config.tz), "report", "report")
+    add(deliver_outbox, IntervalTrigger(minutes=1), "outbox", "outbox retries")
     scheduler.wanted_jobs = wanted  # type: ignore[attr-defined]
     return scheduler
+
+
+def _stored_next_run_times(db: Database) -> dict[str, tuple[str, datetime]]:
+    """Job id -> (repr of its trigger, next_run_time) as stored by the previous scheduler."""
+    store = SQLAlchemyJobStore(engine=db.engine, tablename="apscheduler_jobs")
+    out: dict[str, tuple[str, datetime]] = {}
+    try:
+        jobs = store.get_all_jobs()  # unreadable rows (code moved) are dropped by the store itself
+    except Exception:  # noqa: BLE001 - no table yet (first start) or unreadable: nothing to keep
+        return out
+    for job in jobs:
+        if job.next_run_time is not None:
+            out[job.id] = (repr(job.trigger), job.next_run_time)
+    return out
 
 
 async def _serve(config: Config, stop: asyncio.Event, *, dispatch_only: bool, lease_ttl_s: float) -> None:
@@ -112,10 +184,22 @@ async def _serve(config: Config, stop: asyncio.Event, *, dispatch_only: bool, le
 
         _RUNTIME["dispatcher"] = Dispatcher(config, db)
     lease = DbLease(db, "scheduler", ttl_s=lease_ttl_s)
+
+    async def holds_lease() -> bool:
+        try:
+            return await asyncio.to_thread(lease.try_acquire)
+        except TrackerError as exc:  # database unreachable: not active until it answers again
+            log.warning("cannot renew the scheduler lease: %s; retrying", exc)
+            return False
+
     try:
         while not stop.is_set():
-            if not await asyncio.to_thread(lease.try_acquire):
-                log.info("standby: another scheduler (%s) is active", await asyncio.to_thread(lease.current_holder))
+            if not await holds_lease():
+                try:
+                    other = await asyncio.to_thread(lease.current_holder)
+                except TrackerError:
+                    other = "unknown: database unreachable"
+                log.info("standby: another scheduler (%s) is active", other)
                 await _wait(stop, lease_ttl_s / 3)
                 continue
             log.info("active scheduler %s", lease.holder)
@@ -131,7 +215,7 @@ async def _serve(config: Config, stop: asyncio.Event, *, dispatch_only: bool, le
             lost = False
             while not stop.is_set():
                 await _wait(stop, lease_ttl_s / 3)
-                if not stop.is_set() and not await asyncio.to_thread(lease.try_acquire):
+                if not stop.is_set() and not await holds_lease():
                     log.warning("lease lost: going back to standby")
                     lost = True
                     break
@@ -139,7 +223,10 @@ async def _serve(config: Config, stop: asyncio.Event, *, dispatch_only: bool, le
             if not lost:
                 break
     finally:
-        await asyncio.to_thread(lease.release)
+        try:
+            await asyncio.to_thread(lease.release)
+        except TrackerError as exc:
+            log.warning("could not release the scheduler lease (it expires by itself): %s", exc)
         db.close()
 
 
