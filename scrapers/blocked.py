@@ -187,6 +187,12 @@ _CONSENT_TEXT = ("cookie", "consent", "privacy", "datenschutz", "einwilligung", 
 _HUMAN_CHECK_TEXT = ("robot", "human", "verif", "security check", "captcha", "unusual", "automated")
 
 
+# What a consent wall asks the visitor to do, in the languages of the consent words above.
+_CONSENT_CHOICES = ("accept", "agree", "allow", "reject", "decline", "refuse", "akzept", "zustimm", "ablehn",
+                    "aceptar", "acepto", "rechazar", "accepter", "refuser", "accetta", "rifiuta", "aceitar",
+                    "recusar", "accepteren", "weigeren")
+
+
 def _body_stats(html: str) -> tuple[str, int]:
     """(visible body text, lower-cased; visible word count outside consent overlays/dialogs)."""
     from selectolax.lexbor import LexborHTMLParser  # lazy: only on the rare slow path
@@ -302,8 +308,11 @@ def detect_block(
     text, words = _body_stats(html)
     if words < TINY_CONTENT_WORDS:
         kind = weak[0]
-        if kind == "consent" and not any(w in text for w in _CONSENT_TEXT):
-            pass  # nothing about cookies is visible: an empty or truncated page, not a consent wall
+        if kind == "consent" and not (any(w in text for w in _CONSENT_TEXT)
+                                      and any(w in text for w in _CONSENT_CHOICES)):
+            # A wall asks the visitor to choose; "cookie" alone (an empty page, a product named after
+            # document.cookie) is not one.
+            pass
         elif kind == "captcha" and not any(w in text for w in _HUMAN_CHECK_TEXT):
             pass  # a CAPTCHA widget in a short form, without any "prove you are human" text
         else:

@@ -232,7 +232,7 @@ def _normalise(text: str) -> str:
     text = _SPACES.sub(" ", text).strip()
     text = _DASH_CENTS.sub(r"\1", text)
     # apostrophe / typographic quote as thousands separator (Swiss): 1'299.50, 1’299
-    text = re.sub(r"(\d)['’`´](\d{3})", r"\1\2", text)
+    text = re.sub(r"(?<=\d)['’`´](?=\d{3})", "", text)
     return text
 
 
@@ -311,10 +311,11 @@ def parse_price(
     if not isinstance(text, str):
         if isinstance(text, bool):
             return None, None
-        if isinstance(text, (int, Decimal)):
-            return Decimal(text), currency_from_symbol(currency_hint, country)
-        if isinstance(text, float):
-            return Decimal(repr(text)), currency_from_symbol(currency_hint, country)
+        if isinstance(text, (int, Decimal, float)):
+            value = Decimal(repr(text)) if isinstance(text, float) else Decimal(text)
+            if not value.is_finite():  # Infinity / NaN from structured data is not a price
+                return None, None
+            return value, currency_from_symbol(currency_hint, country)
         text = str(text)
     norm = _normalise(text)
     if not norm:
@@ -323,7 +324,10 @@ def parse_price(
         parsed = Price.fromstring(norm, currency_hint=currency_hint)
     except Exception:  # price-parser on pathological input
         parsed = None
-    currency = _currency_in_text(norm, country) if len(norm) < 80 else None
+    currency, symbol = _currency_in_text(norm, country) if len(norm) < 80 else (None, None)
+    hint_code = currency_hint.strip().upper() if currency_hint and len(currency_hint.strip()) == 3 else None
+    if symbol is not None and hint_code in _SHARED_SYMBOLS.get(symbol, ()):
+        currency = hint_code  # "$" or "kr" on the page, priceCurrency says which one
     if currency is None and parsed is not None and parsed.currency:
         sym = parsed.currency.strip()
         if not (sym.upper() in _WORDY_CODES and not re.search(
@@ -358,18 +362,30 @@ _SYMBOL_RE = re.compile(
 )
 
 
-def _currency_in_text(text: str, country: str | None) -> str | None:
+# Symbols several currencies write the same way: a currency hint (priceCurrency) settles which one.
+_SHARED_SYMBOLS = {
+    "$": frozenset({"USD", "CAD", "MXN", "AUD", "NZD", "HKD", "SGD", "ARS", "CLP", "COP", "TWD", "UYU", "BRL"}),
+    "kr": frozenset({"SEK", "NOK", "DKK", "ISK"}), "kr.": frozenset({"SEK", "NOK", "DKK", "ISK"}),
+    "¥": frozenset({"JPY", "CNY"}), "￥": frozenset({"JPY", "CNY"}),
+}
+
+
+def _currency_in_text(text: str, country: str | None) -> tuple[str | None, str | None]:
+    """The currency a price text names, and the symbol it was read from (None for an ISO code)."""
     for m in _CODE_IN_TEXT.finditer(text):
         code = m.group(1)
         if code in _iso_codes():
             if code in _WORDY_CODES and not re.search(
                     re.escape(code) + r"\s?\d|\d\s?" + re.escape(code), text):
                 continue
-            return code
+            return code, None
     m = _SYMBOL_RE.search(text.lower())
     if m:
-        return currency_from_symbol(m.group(0), country)
-    return None
+        return currency_from_symbol(m.group(0), country), m.group(0)
+    for sym in ("$", "¥", "￥"):  # one-character symbols are left to price-parser; remember them for hints
+        if sym in text:
+            return None, sym
+    return None, None
 
 
 @lru_cache(maxsize=4096)

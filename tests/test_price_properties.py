@@ -20,15 +20,6 @@ LOCALES = {
     "sv_SE": "SEK", "da_DK": "DKK", "cs_CZ": "CZK", "fr_CH": "CHF", "de_AT": "EUR", "pt_PT": "EUR",
     "es_MX": "MXN", "en_CA": "CAD", "fr_CA": "CAD", "nb_NO": "NOK", "hu_HU": "HUF", "tr_TR": "TRY",
 }
-# Known bugs in scrapers/prices.py found by these properties (strict xfail: they flip to failures once fixed).
-APOSTROPHE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "scrapers/prices.py _normalise: re.sub(r\"(\\d)['’`´](\\d{3})\", ...) consumes the digit before the next "
-    "group, so CHF 1’000’000.00 reads as 1000; use lookarounds: (?<=\\d)['’`´](?=\\d{3})"))
-AMBIGUOUS_SYMBOL_BUG = pytest.mark.xfail(strict=True, reason=(
-    "scrapers/prices.py parse_price: an ambiguous symbol in the text ($, kr) wins over currency_hint "
-    "('$0.01' with hint CAD/MXN -> USD, 'kr 0,01' with hint NOK/DKK -> SEK); the hint should settle it"))
-XFAIL = {"de_CH": APOSTROPHE_BUG, "da_DK": AMBIGUOUS_SYMBOL_BUG, "nb_NO": AMBIGUOUS_SYMBOL_BUG,
-         "es_MX": AMBIGUOUS_SYMBOL_BUG, "en_CA": AMBIGUOUS_SYMBOL_BUG, "fr_CA": AMBIGUOUS_SYMBOL_BUG}
 ROUND_TRIP_EXAMPLES = 250
 FUZZ_EXAMPLES = 3000
 
@@ -39,7 +30,7 @@ def amounts(currency: str) -> st.SearchStrategy[Decimal]:
                        places=places, allow_nan=False, allow_infinity=False)
 
 
-@pytest.mark.parametrize("locale", [pytest.param(lc, marks=XFAIL[lc]) if lc in XFAIL else lc for lc in LOCALES])
+@pytest.mark.parametrize("locale", list(LOCALES))
 def test_babel_formatted_prices_round_trip(locale):
     currency = LOCALES[locale]
     decimal_sign = Locale.parse(locale).number_symbols["latn"]["decimal"]
@@ -54,7 +45,7 @@ def test_babel_formatted_prices_round_trip(locale):
     round_trip()
 
 
-@pytest.mark.parametrize("locale", ["de_DE", "fr_FR", "en_US", "en_IN", pytest.param("de_CH", marks=APOSTROPHE_BUG),
+@pytest.mark.parametrize("locale", ["de_DE", "fr_FR", "en_US", "en_IN", "de_CH",
                                     "pl_PL", "pt_BR"])
 def test_babel_formatted_prices_round_trip_without_hints_when_unambiguous(locale):
     """Without hints, an amount with cents reads back whatever the locale's separators."""
@@ -98,9 +89,6 @@ def test_parse_price_accepts_non_text_values_from_structured_data(value):
     assert amount is None or amount.is_finite()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "scrapers/prices.py parse_price: a non-str Decimal/float is returned as Decimal(value) without "
-    "is_finite(), so Infinity/NaN from structured data would become a price; return None for them"))
 @pytest.mark.parametrize("value", [Decimal("Infinity"), Decimal("NaN"), float("inf"), float("nan")])
 def test_non_finite_numbers_from_structured_data_are_not_prices(value):
     assert parse_price(value)[0] is None  # type: ignore[arg-type]

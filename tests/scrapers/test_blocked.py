@@ -192,3 +192,16 @@ def test_detect_block_is_cheap_on_a_normal_10kb_page():
             detect_block(page, status=200, url="https://shop.example/p/1", headers={"content-type": "text/html"})
         per_call = (time.perf_counter() - t) / n
         assert per_call < 0.0002, f"{per_call * 1e6:.0f} us per call"
+
+
+def test_product_named_after_document_cookie_is_not_a_consent_wall():
+    name = "Mug &lt;script&gt;alert(document.cookie)&lt;/script&gt;"
+    page = (f"<html><head><title>{name}</title></head><body><h1>{name}</h1>"
+            "<span class=price>9.99 €</span><button>Add to cart</button></body></html>")
+    assert detect_block(page) is None
+
+
+def test_small_page_asking_to_accept_cookies_is_a_consent_wall():
+    page = ("<html><head><title>Cookie settings</title></head><body><h2>We value your privacy</h2>"
+            "<p>We use cookies.</p><button>Accept all</button><button>Reject all</button></body></html>")
+    assert detect_block(page).kind == "consent"
