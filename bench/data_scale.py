@@ -1,0 +1,278 @@
+"""A year of data at scale: is the span store cheap enough? Generates it, then times a diff pass and a report.
+
+    .venv/bin/python bench/data_scale.py [--scale 1.0] [--db PATH | --pg postgresql+psycopg://...] [--keep]
+
+The year: 50,000 products x `--scale`, checked 4 times a day for 365 days (73 M checks at full scale), 5% of
+the products changing price on any given day (at one of that day's 4 checks). It is written directly with
+the real schema (tracker.db.Database.open runs the migrations; tracker.models tables; Core executemany
+batches) the way tracker.store stores it: one observation span per run of identical checks (seen_count
+counts them; fingerprints are the real Observed.fingerprint), one `changes` row per price move, the past
+changes already reported (one outbox row), targets' last_slot at the newest slot. The last day's 4th check
+is left out: it is what the benchmark runs.
+
+Then, timed:
+1. the diff pass of that last slot over every target: `tracker.store.record_check` for each (95%+ unchanged:
+   the span is extended; ~1.25% changed: new span + change), in transactions of 256 as the pipeline's group
+   commit does;
+2. the report of the day's unreported changes (~2,500 at full scale): `tracker.report.collect` + `render`;
+and the database's size on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, insert, select, text  # noqa: E402
+
+from common import machine  # noqa: E402
+from tracker.config import Config  # noqa: E402
+from tracker.db import Database  # noqa: E402
+from tracker.diff import Rules  # noqa: E402
+from tracker.models import Change, Observation, OutboxMessage, Rival, Run, Target  # noqa: E402
+from tracker.report import collect, render  # noqa: E402
+from tracker.store import Observed, record_check  # noqa: E402
+
+START = datetime(2025, 4, 1, tzinfo=UTC)
+HOURS = (7, 11, 15, 19)
+BATCH = 50_000
+
+
+def slot_at(k: int) -> datetime:
+    return START + timedelta(days=k // 4, hours=HOURS[k % 4])
+
+
+def observed(tid: int, price: Decimal) -> Observed:
+    """What a check of product `tid` sees at `price` (the fields extract_product fills on a typical page)."""
+    return Observed("ok", price=price, currency="EUR", availability="InStock", title=f"Product {tid} Deluxe",
+                    sku=f"SKU-{tid:06d}", data={"brand": f"Brand {tid % 97}"})
+
+
+def move(price: Decimal, rng: random.Random) -> Decimal:
+    factor = Decimal(rng.choice((-1, 1)) * rng.randint(1, 20)) / 100
+    new = (price * (1 + factor)).quantize(Decimal("0.01"))
+    return new if new != price and new > 0 else price + Decimal("1.00")
+
+
+def price_change(old: Decimal, new: Decimal) -> dict:
+    delta = new - old
+    pct = (delta / old * 100).quantize(Decimal("0.1"))
+    return {"old": format(old, "f"), "new": format(new, "f"), "delta": format(delta, "f"), "pct": format(pct, "f"),
+            "currency": "EUR"}
+
+
+def generate(db: Database, products: int, days: int, change_rate: float, seed: int = 7) -> dict:
+    """Write the year; returns counts and the state the diff pass starts from."""
+    rng = random.Random(seed)
+    slots = days * 4
+    last_slot_k = slots - 2                    # the final slot (slots - 1) is the benchmark's pass
+    rivals = 50
+    with db.engine.begin() as conn:
+        conn.execute(insert(Rival), [{"id": r + 1, "name": f"Rival {r + 1}", "domain": f"rival{r + 1}.example",
+                                      "own": False} for r in range(rivals)])
+        conn.execute(insert(OutboxMessage), [{
+            "id": 1, "kind": "digest", "message_id": "<history@bench>", "subject": "history", "recipients": [],
+            "mime": b"", "html": "", "created_at": slot_at(last_slot_k), "status": "sent", "attempts": 1}])
+        rows = []
+        for t in range(1, products + 1):
+            url = f"https://rival{(t - 1) % rivals + 1}.example/p/{t}"
+            rows.append({"id": t, "rival_id": (t - 1) % rivals + 1, "kind": "product", "key": url, "url": url,
+                         "name": None, "spec": {"fetch": "auto", "selectors": {}, "respect_robots": None,
+                                                "rival": f"Rival {(t - 1) % rivals + 1}"},
+                         "active": True, "created_at": START, "last_slot": slot_at(last_slot_k),
+                         "fail_streak": 0})
+            if len(rows) >= BATCH:
+                conn.execute(insert(Target), rows)
+                rows = []
+        if rows:
+            conn.execute(insert(Target), rows)
+        conn.execute(insert(Run), [{"slot": slot_at(k), "trigger": "schedule", "started_at": slot_at(k),
+                                    "finished_at": slot_at(k) + timedelta(minutes=3), "counts": {}}
+                                   for k in range(last_slot_k + 1)])
+
+    # Which products change on which check: per day, change_rate of them, each at one of the day's 4 checks.
+    per_day = max(1, round(products * change_rate))
+    changes_at: dict[int, list[int]] = {}      # target -> sorted slot indexes where its price changes
+    pass_changes: list[int] = []               # targets that change at the benchmark's slot
+    for day in range(days):
+        for t in rng.sample(range(1, products + 1), per_day):
+            k = day * 4 + rng.randrange(4)
+            if k == slots - 1:
+                pass_changes.append(t)
+            elif k > 0:
+                changes_at.setdefault(t, []).append(k)
+
+    obs_id = change_id = 0
+    obs_rows: list[dict] = []
+    change_rows: list[dict] = []
+    latest_price: dict[int, Decimal] = {}
+    unreported_from = (days - 1) * 4           # the last day's changes are not reported yet
+    n_obs = n_changes = 0
+
+    def flush(force: bool = False) -> None:
+        nonlocal obs_rows, change_rows, n_obs, n_changes
+        if obs_rows and (force or len(obs_rows) >= BATCH):
+            with db.engine.begin() as conn:
+                conn.execute(insert(Observation), obs_rows)
+                if change_rows:
+                    conn.execute(insert(Change), change_rows)
+            n_obs += len(obs_rows)
+            n_changes += len(change_rows)
+            obs_rows, change_rows = [], []
+
+    for t in range(1, products + 1):
+        price = Decimal(rng.randint(500, 90_000)) / 100
+        bounds = [0] + sorted(set(changes_at.get(t, ()))) + [last_slot_k + 1]
+        for i in range(len(bounds) - 1):
+            first_k, end_k = bounds[i], bounds[i + 1] - 1
+            if i > 0:
+                old, price = price, move(price, rng)
+            obs = observed(t, price)
+            obs_id += 1
+            first, last = slot_at(first_k), slot_at(end_k)
+            obs_rows.append({
+                "id": obs_id, "target_id": t, "status": "ok", "reason": None, "fingerprint": obs.fingerprint(),
+                "first_seen_at": first + timedelta(seconds=40), "last_seen_at": last + timedelta(seconds=40),
+                "first_slot": first, "last_slot": last, "seen_count": end_k - first_k + 1, "price": price,
+                "regular_price": None, "currency": "EUR", "availability": "InStock", "promotions": None,
+                "title": obs.title, "sku": obs.sku, "gtin": None, "rank": None, "data": obs.data})
+            if i > 0:
+                change_id += 1
+                kind = "price_down" if price < old else "price_up"
+                change_rows.append({
+                    "id": change_id, "target_id": t, "observation_id": obs_id, "kind": kind,
+                    "detected_at": first + timedelta(seconds=40), "data": price_change(old, price),
+                    "report_id": None if first_k >= unreported_from else 1})
+        latest_price[t] = price
+        flush()
+    flush(force=True)
+    return {"slots": slots, "pass_slot": slot_at(slots - 1), "latest_price": latest_price,
+            "pass_changes": set(pass_changes), "observations": n_obs, "changes": n_changes,
+            "checks": products * (last_slot_k + 1)}
+
+
+def db_size(db: Database, path: Path | None) -> int:
+    if path is not None:
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    with db.engine.connect() as conn:
+        return conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0, help="share of 50,000 products (default 1.0)")
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--change-rate", type=float, default=0.05, help="share of products changing per day")
+    ap.add_argument("--db", type=Path, help="SQLite file to create (default: a temporary one)")
+    ap.add_argument("--pg", help="an EMPTY PostgreSQL database URL instead of SQLite")
+    ap.add_argument("--batch", type=int, default=256, help="checks per transaction in the diff pass")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="cProfile the report's collect + render")
+    args = ap.parse_args()
+    products = int(50_000 * args.scale)
+    tmp = None
+    if args.pg:
+        path, url = None, args.pg
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="rw-scale-"))
+        path = args.db or tmp / "year.db"
+        for p in path.parent.glob(path.name + "*"):
+            p.unlink()
+        url = f"sqlite:///{path}"
+    print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.1f}")
+    print(f"data: {products:,} products x 4 checks/day x {args.days} days = {products * 4 * args.days:,} checks, "
+          f"{args.change_rate:.0%} of products changing per day; database {'PostgreSQL' if args.pg else 'SQLite'}")
+    try:
+        db = Database.open(url)
+        t0 = time.perf_counter()
+        state = generate(db, products, args.days, args.change_rate)
+        gen_s = time.perf_counter() - t0
+        if db.dialect == "postgresql":
+            with db.engine.begin() as conn:
+                for table in ("rivals", "targets", "runs", "observations", "changes", "outbox"):
+                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                      f"(SELECT max(id) FROM {table}))"))
+                conn.execute(text("ANALYZE"))
+        else:
+            with db.engine.begin() as conn:
+                conn.execute(text("ANALYZE"))
+        size_before = db_size(db, path)
+        print(f"generated in {gen_s:.1f} s: {state['observations']:,} observation spans (for "
+              f"{state['checks']:,} checks: {state['checks'] / state['observations']:.0f} checks per row), "
+              f"{state['changes']:,} changes; database {size_before / 2**20:,.0f} MB")
+
+        # 1. the diff pass of the final slot over every target
+        slot = state["pass_slot"]
+        now = slot + timedelta(seconds=40)
+        rng = random.Random(11)
+        seen = [observed(t, move(p, rng) if t in state["pass_changes"] else p)
+                for t, p in state["latest_price"].items()]
+        rules = Rules()
+        t0 = time.perf_counter()
+        new_spans = changes = 0
+        ids = list(state["latest_price"])
+        for start in range(0, len(ids), args.batch):
+            with db.session() as session:
+                for t, obs in zip(ids[start:start + args.batch], seen[start:start + args.batch]):
+                    rec = record_check(session, t, slot, obs, now=now, rules=rules)
+                    new_spans += rec.new_span
+                    changes += len(rec.changes)
+        diff_s = time.perf_counter() - t0
+        print(f"\n1. diff pass, {len(ids):,} targets (record_check, {args.batch} per transaction): {diff_s:.2f} s "
+              f"({1e6 * diff_s / len(ids):.0f} us per target); {new_spans:,} new spans, {changes:,} changes, "
+              f"{len(ids) - new_spans:,} spans extended")
+
+        # 2. the report of the day's unreported changes
+        config = Config(database=url, locale="en_US", timezone="Europe/Madrid")
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        t0 = time.perf_counter()
+        with db.session() as session:
+            data = collect(session, config)
+        collect_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        rendered = render(data, config)
+        render_s = time.perf_counter() - t1
+        if profiler is not None:
+            import pstats
+
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        print(f"2. report of the day's changes: {len(data.change_ids):,} changes; collect {collect_s:.2f} s, "
+              f"render {render_s:.2f} s (HTML {len(rendered.html) / 2**20:.1f} MB, text "
+              f"{len(rendered.text) / 2**20:.1f} MB)")
+        with db.engine.connect() as conn:
+            total_obs = conn.execute(select(func.count()).select_from(Observation)).scalar_one()
+        size = db_size(db, path)
+        total = diff_s + collect_s + render_s
+        print(f"\ndiff + report: {total:.2f} s (target < 5 s: {'OK' if total < 5 else 'OVER TARGET'})")
+        print(f"database: {size / 2**20:,.0f} MB, {total_obs:,} observation rows "
+              f"(target < 2 GB: {'OK' if size < 2 * 2**30 else 'OVER TARGET'})")
+        print(f"load average at end {os.getloadavg()[0]:.1f}")
+        db.close()
+    finally:
+        if tmp is not None and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp is not None:
+            print(f"kept: {path}")
+
+
+if __name__ == "__main__":
+    main()
