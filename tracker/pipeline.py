@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,10 @@ from scrapers.fetch import HttpFetcher, Page, Politeness
 from scrapers.product import extract_product
 from scrapers.types import Product, Selectors
 from tracker.config import Config
+from sqlalchemy.exc import OperationalError
+
 from tracker.db import Database
+from tracker.errors import DatabaseError
 from tracker.diff import Rules
 from tracker.models import Rival, Run, Target
 from tracker.store import Observed, record_check
@@ -173,11 +177,20 @@ class Checker:
                 pass
         outcomes: list[tuple[bool, Any]] = []
         for fn in fns:
-            try:
-                with self.db.session() as session:
-                    outcomes.append((True, fn(session)))
-            except Exception as exc:  # noqa: BLE001 - handed to that write's caller
-                outcomes.append((False, exc))
+            for attempt in range(2):
+                try:
+                    with self.db.session() as session:
+                        outcomes.append((True, fn(session)))
+                    break
+                except (OperationalError, DatabaseError) as exc:
+                    # A connection dropped mid-transaction: the write is idempotent, so try it once more.
+                    if attempt == 1:
+                        outcomes.append((False, exc))
+                    else:
+                        time.sleep(0.5)
+                except Exception as exc:  # noqa: BLE001 - handed to that write's caller
+                    outcomes.append((False, exc))
+                    break
         return outcomes
 
     # -- the unit of work -------------------------------------------------------------------------------
