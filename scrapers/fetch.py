@@ -191,6 +191,17 @@ class HttpFetcher:
         return robots is None or robots.can_fetch(url, self.user_agent)
 
     async def _load_robots(self, origin: str) -> Protego | None:
+        # robots.txt is a request to the site like any other: it waits for its turn in the domain's limits.
+        domain = domain_key(origin)
+        if self.limiter is not None:
+            async with self.limiter.slot(domain):
+                return await self._get_robots(origin)
+        gate = self._gate(domain)
+        async with gate.semaphore:
+            await self._wait_turn(gate)
+            return await self._get_robots(origin)
+
+    async def _get_robots(self, origin: str) -> Protego | None:
         assert self._session is not None
         try:
             async with self._session.get(origin + "/robots.txt", allow_redirects=True) as resp:

@@ -223,6 +223,12 @@ async def _serve(config: Config, stop: asyncio.Event, *, dispatch_only: bool, le
             if not lost:
                 break
     finally:
+        dispatcher = _RUNTIME.get("dispatcher")
+        if dispatcher is not None:
+            try:
+                await dispatcher.close()  # hands its lease over at once, not after the lease time
+            except Exception as exc:  # noqa: BLE001 - shutting down: say it and go on
+                log.warning("dispatcher did not close cleanly: %s", exc)
         try:
             await asyncio.to_thread(lease.release)
         except TrackerError as exc:
