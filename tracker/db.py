@@ -106,7 +106,26 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply all migrations (idempotent; run at every start)."""
+    """Apply all migrations (idempotent; run at every start). Two processes starting at once on the same
+    database migrate one after the other: a transaction-level advisory lock on PostgreSQL, a lock file
+    beside the database file on SQLite."""
+    database = engine.url.database or ""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock file (start one process first there)
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is not None and engine.dialect.name == "sqlite" and database and database != ":memory:":
+        with open(f"{database}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                _upgrade(engine)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
+    _upgrade(engine)
+
+
+def _upgrade(engine: Engine) -> None:
     cfg = alembic_config(engine)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
