@@ -317,6 +317,26 @@ def parse_price(
                 return None, None
             return value, currency_from_symbol(currency_hint, country)
         text = str(text)
+    if currency_hint is None:
+        m = _SIMPLE_PRICE.fullmatch(text)
+        if m is not None and not (m.group(1) and m.group(6)) and m.group(3) != m.group(4) \
+                and (m.group(1) or text[0] != " ") and (m.group(6) or text[-1] != " "):
+            # "$1,234.56", "12,34 €", "£0.99": two decimals settle the separator; same result as below
+            sym = m.group(1) or m.group(6)
+            sep = m.group(4)
+            whole = m.group(2).replace("," if sep == "." else ".", "")
+            return Decimal(whole + "." + m.group(5)), \
+                (currency_from_symbol(sym, country) if sym else None)
+    return _parse_price_text(text, decimal_hint, currency_hint, country)
+
+
+# the common shapes of a shown price: one $/€/£ before or after, a number with two decimals
+_SIMPLE_PRICE = re.compile(r"([$€£]?) ?(\d{1,3}([,.])\d{3}(?:\3\d{3})*|\d+)([.,])(\d\d) ?([€£]?)")
+
+
+@lru_cache(maxsize=8192)
+def _parse_price_text(text: str, decimal_hint: str | None, currency_hint: str | None,
+                      country: str | None) -> tuple[Decimal | None, str | None]:
     norm = _normalise(text)
     if not norm:
         return None, None

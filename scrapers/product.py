@@ -374,35 +374,36 @@ def _ancestor_flags(node, main: set[int] | None, cache: dict[int, tuple[bool, bo
     return result
 
 
+def _strike_context(node) -> bool:
+    """Inside a strike-through (up to three ancestors: <del>, line-through, data-*strike*, class words)."""
+    p = node.parent
+    i = 0
+    while p is not None and i < 3 and p.tag not in ("body", "html"):
+        if p.tag in ("del", "s", "strike"):
+            return True
+        a = p.attributes
+        st = a.get("style")
+        if st and "line-through" in st:
+            return True
+        if any("strike" in k and v not in ("false", "0") for k, v in a.items() if k.startswith("data-")):
+            return True  # data-strike="true", data-a-strike="true"
+        cls = _node_classes(p)
+        if cls:
+            sc = _strike_or_current(cls)
+            if sc:
+                return sc < 0
+        p = p.parent
+        i += 1
+    return False
+
+
 def _context(node, levels: int = 12, main: set[int] | None = None,
              cache: dict[int, tuple[bool, bool]] | None = None) -> tuple[bool, bool, bool]:
     """(inside an unrelated block, inside a strike-through, hidden).
 
     Ancestors in `main` (those of the product title) never count as unrelated blocks: a carousel or
     'related' wrapper that also holds the title is the product's own."""
-    strike = False
-    p = node.parent
-    i = 0
-    while p is not None and i < 3 and p.tag not in ("body", "html"):
-        if p.tag in ("del", "s", "strike"):
-            strike = True
-            break
-        a = p.attributes
-        st = a.get("style")
-        if st and "line-through" in st:
-            strike = True
-            break
-        if any("strike" in k and v not in ("false", "0") for k, v in a.items() if k.startswith("data-")):
-            strike = True  # data-strike="true", data-a-strike="true"
-            break
-        cls = _node_classes(p)
-        if cls:
-            sc = _strike_or_current(cls)
-            if sc:
-                strike = sc < 0
-                break
-        p = p.parent
-        i += 1
+    strike = _strike_context(node)
     if node.parent is None:
         return False, strike, False
     bad, hidden = _ancestor_flags(node.parent, main, cache if cache is not None else {})
@@ -557,19 +558,39 @@ def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
     return list(nodes) + extra, pos
 
 
-def visible_prices(doc: Doc) -> list[Candidate]:
-    """Every short element that looks like a price, scored by how much it looks like the main price."""
+_SKIP_TAGS = frozenset(("script", "style", "meta", "link", "input", "option", "select", "noscript", "template",
+                        "img", "body", "html", "form", "button", "a", "li", "ul", "table", "tr", "tbody", "title",
+                        "head"))
+
+
+@dataclass
+class _Raw:
+    """A price-like element before scoring: its text read as an amount, and where it is."""
+
+    node: Any
+    tag: str
+    text: str
+    amount: Decimal
+    currency: str | None
+    order: int
+    index: int = 0  # rank in document order among all raw candidates
+
+
+def _raw_candidates(doc: Doc) -> tuple[list[_Raw], tuple[int, int] | None]:
+    """Every short element whose text reads as a positive amount, in document order; and the heading's
+    (start, end) position when there is one."""
     nodes, pos = _visible_price_nodes(doc)
     h1_pos = pos.get(doc.h1_node.mem_id) if doc.h1_node is not None else None
+    anchor = None
     if h1_pos is not None and doc.h1_node is not None:
-        h1_end = h1_pos + max(1, len((doc.h1_node.text(deep=True) or "").split()) // 8)
-    cands: list[Candidate] = []
+        anchor = (h1_pos, h1_pos + max(1, len((doc.h1_node.text(deep=True) or "").split()) // 8))
+    raw: list[_Raw] = []
+    hint, country = doc.decimal_hint, doc.country
     for node in nodes:
         tag = node.tag
         if tag == "h1":
             continue
-        if tag in ("script", "style", "meta", "link", "input", "option", "select", "noscript", "template", "img",
-                   "body", "html", "form", "button", "a", "li", "ul", "table", "tr", "tbody", "title", "head"):
+        if tag in _SKIP_TAGS:
             if tag not in ("a", "li") or len(node.text(deep=True) or "") > 40:
                 continue
         text = node.text(deep=True)
@@ -579,69 +600,128 @@ def visible_prices(doc: Doc) -> list[Candidate]:
         if not text or len(text) > 60 or not _HAS_DIGIT.search(text):
             continue
         shown = _price_text(node, text, doc) if len(text) <= 30 else text
-        amount, currency = parse_price(shown, decimal_hint=doc.decimal_hint, country=doc.country)
+        amount, currency = parse_price(shown, decimal_hint=hint, country=country)
         if amount is None or amount <= 0:
             continue
-        cls = _node_classes(node)
-        score = 0.0
-        low = cls.lower()
-        if "price" in low or node.attributes.get("itemprop") == "price":
-            score += 2
-        elif any(w in low for w in ("preis", "prix", "precio", "preco", "prezzo", "cena", "amount")):
-            score += 1.5
-        if _has_currency(text):
-            score += 1.5
+        raw.append(_Raw(node, tag, text, amount, currency, pos.get(node.mem_id, 10 ** 6)))
+    raw.sort(key=lambda r: r.order)
+    for i, r in enumerate(raw):
+        r.index = i
+    return raw, anchor
+
+
+def _strike_of(r: _Raw, sc: int, before: str) -> bool:
+    """Whether a raw candidate is a struck-through / regular price (own tag, class, text, style, the words
+    before it, else its close ancestors)."""
+    strike = (r.tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(r.text))
+              or "line-through" in (r.node.attributes.get("style") or "")
+              or bool(before and _STRIKE_BEFORE.search(before)))
+    if not strike and sc == 0:
+        strike = _strike_context(r.node)
+    return strike
+
+
+def _is_struck(r: _Raw) -> bool:
+    sc = _strike_or_current(_node_classes(r.node))
+    before, _ = _surroundings(r.node, r.text)
+    return _strike_of(r, sc, before)
+
+
+def _candidate(doc: Doc, r: _Raw, anchor: tuple[int, int] | None) -> Candidate:
+    """Score one raw candidate by how much it looks like the main price."""
+    node, text = r.node, r.text
+    cls = _node_classes(node)
+    score = 0.0
+    low = cls.lower()
+    if "price" in low or node.attributes.get("itemprop") == "price":
+        score += 2
+    elif any(w in low for w in ("preis", "prix", "precio", "preco", "prezzo", "cena", "amount")):
+        score += 1.5
+    if _has_currency(text):
+        score += 1.5
+    else:
+        score -= 1
+    sc = _strike_or_current(cls)
+    if sc > 0:
+        score += 0.5
+    if _TEXT_PENALTY.search(text):
+        score -= 3
+    nums = {n.strip(" .,'") for n in _NUMBERS.findall(text)}
+    multi = False
+    if len(nums) > 1:
+        if len(nums) == 2 and _RANGE.search(text):
+            score -= 0.5  # "502,20 – 558,00": a price range shows its low end
         else:
-            score -= 1
-        sc = _strike_or_current(cls)
-        if sc > 0:
-            score += 0.5
-        if _TEXT_PENALTY.search(text):
-            score -= 3
-        nums = {n.strip(" .,'") for n in _NUMBERS.findall(text)}
-        multi = False
-        if len(nums) > 1:
-            if len(nums) == 2 and _RANGE.search(text):
-                score -= 0.5  # "502,20 – 558,00": a price range shows its low end
-            else:
-                score -= 5  # a block holding several prices is not itself a price
-                multi = True
-        before, after = _surroundings(node, text)
-        if before or after:
-            if _BEFORE_PENALTY.search(before) or _AFTER_PENALTY.search(after):
-                score -= 3  # "4 x 24,99 €", "2,49 € / kg", "Free shipping over 50 €", "You save $5"
-            elif _SHIPPING_WORDS.search(before[-25:]):
-                score -= 2
-        style = node.attributes.get("style") or ""
-        strike = (tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(text))
-                  or "line-through" in style or bool(before and _STRIKE_BEFORE.search(before)))
-        bad, strike_ctx, hidden = _context(node, 12, doc.h1_ancestors, doc.ctx_cache)
-        if not strike and sc == 0:
-            strike = strike_ctx
-        if bad:
-            score -= 4
-        if hidden:
+            score -= 5  # a block holding several prices is not itself a price
+            multi = True
+    before, after = _surroundings(node, text)
+    if before or after:
+        if _BEFORE_PENALTY.search(before) or _AFTER_PENALTY.search(after):
+            score -= 3  # "4 x 24,99 €", "2,49 € / kg", "Free shipping over 50 €", "You save $5"
+        elif _SHIPPING_WORDS.search(before[-25:]):
             score -= 2
-        if _in_option(node):
-            score -= 1.5  # delivery option, size / variant choice, "add 2 more" button
-        if _SR_ONLY.search(_split_camel(cls)):
-            score += 0.5  # the price as a screen reader speaks it: whole, clean text
-        cands.append(Candidate(amount, currency, text, score, strike, pos.get(node.mem_id, 10 ** 6), bad, multi))
-    cands.sort(key=lambda c: c.order)
-    if h1_pos is not None:
-        for c in cands:
-            d = c.order - h1_end if c.order >= h1_end else c.order - h1_pos
-            if 0 <= d <= NEAR_AFTER:
-                c.score += 3 - d * (3 / NEAR_AFTER) * 0.6
-            elif -NEAR_BEFORE <= d < 0:
-                c.score += 2 + d * 0.1
-            else:
-                c.score -= min(abs(d), FAR_CAP) * FAR_RATE
+    strike = _strike_of(r, sc, before)
+    bad = hidden = False
+    if node.parent is not None:
+        bad, hidden = _ancestor_flags(node.parent, doc.h1_ancestors, doc.ctx_cache)
+    if bad:
+        score -= 4
+    if hidden:
+        score -= 2
+    if _in_option(node):
+        score -= 1.5  # delivery option, size / variant choice, "add 2 more" button
+    if _SR_ONLY.search(_split_camel(cls)):
+        score += 0.5  # the price as a screen reader speaks it: whole, clean text
+    c = Candidate(r.amount, r.currency, text, score, strike, r.order, bad, multi)
+    if anchor is not None:
+        h1_pos, h1_end = anchor
+        d = c.order - h1_end if c.order >= h1_end else c.order - h1_pos
+        if 0 <= d <= NEAR_AFTER:
+            c.score += 3 - d * (3 / NEAR_AFTER) * 0.6
+        elif -NEAR_BEFORE <= d < 0:
+            c.score += 2 + d * 0.1
+        else:
+            c.score -= min(abs(d), FAR_CAP) * FAR_RATE
     else:
         # no heading to anchor on: the first price-like elements of the page are the likeliest
-        for i, c in enumerate(cands):
-            c.score += max(0.0, 2 - 0.1 * i)
-    return cands
+        c.score += max(0.0, 2 - 0.1 * r.index)
+    return c
+
+
+def visible_prices(doc: Doc) -> list[Candidate]:
+    """Every short element that looks like a price, scored by how much it looks like the main price."""
+    raw, anchor = _raw_candidates(doc)
+    return [_candidate(doc, r, anchor) for r in raw]
+
+
+def confirming_prices(doc: Doc, price: Decimal) -> list[Candidate] | None:
+    """Fast path when the markup gives `price`: only the visible candidates that can change what
+    `_reconcile_price` decides about it, scored exactly as `visible_prices` scores them; None when the
+    page needs the full rules (a struck-through copy of the markup price, or the price not shown).
+
+    With no markup alternatives, a markup price that is shown (not struck) stays the price unless a
+    struck copy of it competes with a lower price (-> None here), and the regular price can only come
+    from a struck candidate above it. So: copies of the amount (and of amount x 100, raised cents),
+    and struck candidates above it; lower and unstruck higher amounts cannot matter."""
+    raw, anchor = _raw_candidates(doc)
+    hundred = price * 100
+    out: list[Candidate] = []
+    for r in raw:
+        amount = r.amount
+        if amount == price or amount == hundred:
+            c = _candidate(doc, r, anchor)
+            if c.strike and amount == price:
+                return None
+            out.append(c)
+        elif amount > price and _is_struck(r):
+            out.append(_candidate(doc, r, anchor))
+    shown: set[Decimal] = set()
+    for c in out:
+        if not c.strike and c.score > 0 and not c.multi:
+            shown.add(c.amount)
+            if c.amount == c.amount.to_integral_value():
+                shown.add(c.amount / 100)
+    return out if price in shown else None
 
 
 NEAR_AFTER, NEAR_BEFORE, FAR_CAP, FAR_RATE = 60, 20, 1000, 0.002
@@ -815,7 +895,11 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     name = f.get("name") or doc.h1 or meta.get("og:title")
 
     # what the page shows
-    cands = visible_prices(doc)
+    cands = None
+    if main is not None and main.source != "state" and price is not None and not alt_prices:
+        cands = confirming_prices(doc, price)
+    if cands is None:
+        cands = visible_prices(doc)
     need_visible_stock = s_avail is None or not s_avail.buyable
     avail_v = _visible_availability(doc) if need_visible_stock else None
     buy = _buy_button(doc) if need_visible_stock else None
