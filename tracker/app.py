@@ -10,16 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlalchemy import update
+from typing import TYPE_CHECKING
 
 from tracker.config import Config
 from tracker.db import Database
-from tracker.mail import deliver_pending, enqueue
-from tracker.models import Change, OutboxMessage
 from tracker.pipeline import CheckResult, Checker, PassSummary, utc_slot
-from tracker.report import Rendered, collect, render
 from tracker.targets import active_targets, sync_targets
+
+if TYPE_CHECKING:  # imported where used: `tracker check` needs neither the report nor the mail modules
+    from tracker.report import Rendered
 
 
 def open_database(config: Config, *, migrate: bool = True) -> Database:
@@ -67,6 +66,8 @@ def send_alerts(config: Config, db: Database) -> int:
 def preview_report(config: Config, db: Database) -> Rendered:
     """The report of unreported changes, without marking anything reported (its `html` embeds the charts,
     so it opens as a file)."""
+    from tracker.report import collect, render
+
     with db.session() as session:
         return render(collect(session, config), config)
 
@@ -84,6 +85,12 @@ def queue_report(config: Config, db: Database, *, kind: str = "digest") -> Queue
 
     Returns None when there is nothing to report (no e-mail is queued for an empty report).
     """
+    from sqlalchemy import update
+
+    from tracker.mail import enqueue
+    from tracker.models import Change
+    from tracker.report import collect, render
+
     with db.session() as session:
         data = collect(session, config)
         if data.empty:
@@ -92,7 +99,7 @@ def queue_report(config: Config, db: Database, *, kind: str = "digest") -> Queue
         # The mailed HTML references its charts by Content-ID; the stored copy (outbox folder, `tracker
         # outbox`) embeds them, so it opens as a file.
         message = rendered.message(config)
-        row: OutboxMessage = enqueue(session, kind=kind, message=message, html=rendered.html)
+        row = enqueue(session, kind=kind, message=message, html=rendered.html)
         session.flush()
         session.execute(update(Change).where(Change.id.in_(data.change_ids)).values(report_id=row.id))
         return QueuedReport(row.id, row.message_id, len(data.change_ids), rendered)
@@ -100,6 +107,8 @@ def queue_report(config: Config, db: Database, *, kind: str = "digest") -> Queue
 
 def send_reports(config: Config, db: Database):  # type: ignore[no-untyped-def]
     """Deliver everything due in the outbox (SMTP, or the outbox folder when no SMTP is configured)."""
+    from tracker.mail import deliver_pending
+
     email = config.email
     if email.smtp_url is None and not email.outbox_dir.is_absolute():
         email = email.model_copy(update={"outbox_dir": config.resolve(email.outbox_dir)})
