@@ -12,7 +12,7 @@ import random
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,7 +52,6 @@ class Politeness:
 @dataclass
 class _DomainGate:
     semaphore: asyncio.Semaphore
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     next_start: float = 0.0      # monotonic time before which no request may start
     cool_down_until: float = 0.0
 
@@ -162,13 +161,14 @@ class HttpFetcher:
         return gate
 
     async def _wait_turn(self, gate: _DomainGate) -> None:
-        async with gate.lock:
-            now = time.monotonic()
-            start = max(now, gate.next_start, gate.cool_down_until)
-            delay = self.politeness.delay_s
-            if delay:
-                delay *= 1 + random.uniform(-self.politeness.jitter, self.politeness.jitter)
-            gate.next_start = start + delay
+        # Claiming a start time never awaits, so it needs no lock: on one event loop no other request of
+        # the domain can run between reading and moving `next_start`.
+        now = time.monotonic()
+        start = max(now, gate.next_start, gate.cool_down_until)
+        delay = self.politeness.delay_s
+        if delay:
+            delay *= 1 + random.uniform(-self.politeness.jitter, self.politeness.jitter)
+        gate.next_start = start + delay
         if start > now:
             await asyncio.sleep(start - now)
 
@@ -221,14 +221,30 @@ class HttpFetcher:
         robots = self.respect_robots if respect_robots is None else respect_robots
         if robots and not await self.allowed(url):
             raise FetchError(f"robots.txt disallows {url} (set respect_robots: false for this rival to override)")
+        # The first attempt runs directly; the retry machinery is built only once it failed retryably.
+        try:
+            return await self._fetch_once(url)
+        except FetchError as exc:
+            if not exc.retryable or self.retries < 1:
+                raise
+            first = exc
+        return await self._retry(url, first)
+
+    async def _retry(self, url: str, first: FetchError) -> Page:
+        """Attempts 2.. after a retryable first failure: tenacity replays `first` as its attempt 1, so the
+        stop, wait (backoff, Retry-After) and retry rules are exactly those of a retry loop from the start."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retries + 1),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, FetchError) and e.retryable),
             reraise=True,
         )
+        replayed = False
         async for attempt in retrying:
             with attempt:
+                if not replayed:
+                    replayed = True
+                    raise first
                 return await self._fetch_once(url)
         raise AssertionError("unreachable")
 
@@ -277,7 +293,8 @@ class HttpFetcher:
                 body = await read_capped(resp.content, self.max_bytes + 1)
                 if len(body) > self.max_bytes:
                     raise FetchError(f"page is over the {self.max_bytes:,}-byte cap", status=resp.status)
-                return Page(url=url, final_url=str(resp.url), status=resp.status, headers=dict(resp.headers),
+                # resp.headers (a read-only, case-insensitive multidict) outlives the response: no copy
+                return Page(url=url, final_url=str(resp.url), status=resp.status, headers=resp.headers,
                             text=decode_body(body, ctype), via="http", elapsed_s=time.monotonic() - started)
         except FetchError:
             raise
