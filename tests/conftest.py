@@ -109,11 +109,16 @@ class FixtureShop:
                   "availability": f"https://schema.org/{avail}"}
         import json
 
+        extra = {}
+        if p.get("rating"):
+            extra["aggregateRating"] = {"@type": "AggregateRating", "ratingValue": p["rating"],
+                                        "reviewCount": p.get("reviews", 0)}
+
         badge = f'<span class="badge">{p["badge"]}</span>' if p.get("badge") else ""
         buy = "<button>Add to cart</button>" if avail == "InStock" else "<p class=\"stock\">Out of stock</p>"
         was = f'<del class="was">{p["regular"]} €</del>' if p.get("regular") else ""
         return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{p["name"]}</title>'
-                f'<script type="application/ld+json">{json.dumps({"@context": "https://schema.org", "@type": "Product", "name": p["name"], "sku": slug, "offers": offers})}</script>'
+                f'<script type="application/ld+json">{json.dumps({"@context": "https://schema.org", "@type": "Product", "name": p["name"], "sku": slug, "offers": offers, **extra})}</script>'
                 f'</head><body><h1>{p["name"]}</h1>{badge}{was}<span class="price">{p["price"]} €</span>'
                 f'{buy}</body></html>')
 

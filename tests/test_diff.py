@@ -58,3 +58,21 @@ def test_failing_target_is_reported_once_when_the_streak_reaches_the_threshold()
     streak, changes = health_changes(status="ok", reason=None, streak_before=streak, failing_since=None,
                                      rules=rules)
     assert streak == 0 and [c.kind for c in changes] == ["health_recovered"]
+
+
+def test_rating_drop_of_two_tenths_is_reported_and_smaller_wobbles_are_not():
+    assert kinds(P(D("10"), rating=D("4.6")), P(D("10"), rating=D("4.4"))) == ["rating_dropped"]
+    assert kinds(P(D("10"), rating=D("4.6")), P(D("10"), rating=D("4.5"))) == []
+    assert kinds(P(D("10"), rating=D("4.4")), P(D("10"), rating=D("4.9"))) == []
+
+
+@pytest.mark.parametrize("before, after, reported", [
+    (100, 130, True),    # +30 %, +30 reviews
+    (100, 115, False),   # +15 %: under the rate
+    (20, 28, False),     # +40 % but only 8 reviews
+    (0, 12, True),
+    (100, 90, False),    # reviews removed: not a surge
+])
+def test_review_count_jump_beyond_the_configured_rate_is_reported(before, after, reported):
+    changes = kinds(P(D("10"), review_count=before), P(D("10"), review_count=after))
+    assert changes == (["review_surge"] if reported else [])

@@ -108,3 +108,16 @@ def test_a_change_matching_an_alert_rule_is_mailed_at_once_by_the_check(shop, sm
     (alert,) = smtp_server.messages
     text = next(p for p in alert.walk() if p.get_content_type() == "text/plain").get_content()
     assert "Kettle" in text and "Toaster" not in text
+
+
+def test_rating_drop_and_review_surge_are_reported(shop, smtp_server, tmp_path):
+    shop.products = {"kettle": {"name": "Kettle", "price": "30.00", "rating": "4.6", "reviews": 200}}
+    (tmp_path / "tracker.yaml").write_text(CONFIG.format(database="sqlite:///t.db", smtp=smtp_server.url,
+                                                         shop=shop.url).split("      - {name: Toaster")[0])
+    assert tracker("check", "-c", "tracker.yaml", cwd=tmp_path).returncode == 0
+    shop.products["kettle"].update(rating="4.3", reviews=320)
+    assert tracker("check", "-c", "tracker.yaml", cwd=tmp_path).returncode == 0
+    assert tracker("report", "-c", "tracker.yaml", "--send", cwd=tmp_path).returncode == 0
+    (mail,) = smtp_server.messages
+    text = next(p for p in mail.walk() if p.get_content_type() == "text/plain").get_content()
+    assert "Rating dropped" in text and "Review count jumped" in text and "Price" not in text.split("Kettle", 1)[1]

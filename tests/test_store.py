@@ -123,3 +123,9 @@ def test_naive_datetimes_are_refused(db, target_id):
     with pytest.raises(Exception, match="naive datetime"):
         with db.session() as s:
             record_check(s, target_id, datetime(2026, 1, 1), ok("1"), now=datetime.now(UTC))
+
+
+def test_rating_and_review_changes_come_from_the_stored_extras(db, target_id):
+    record(db, target_id, 0, ok("10.00", data={"rating": "4.7", "review_count": 120}))
+    result = record(db, target_id, 1, ok("10.00", data={"rating": "4.4", "review_count": 180}))
+    assert sorted(c.kind for c in result.changes) == ["rating_dropped", "review_surge"]

@@ -44,18 +44,19 @@ def price_series(session: Session, target_ids: Iterable[int], *, since: datetime
     ids = list(dict.fromkeys(target_ids))
     if not ids:
         return {}
-    spans = session.scalars(
-        select(Observation)
+    # Four columns, not whole rows; each target's spans are a range of ix_observations_target_id_id.
+    spans = session.execute(
+        select(Observation.target_id, Observation.first_slot, Observation.last_slot, Observation.price)
         .where(Observation.target_id.in_(ids), Observation.status == "ok", Observation.price.is_not(None),
                Observation.last_slot >= since)
         .order_by(Observation.target_id, Observation.id)).all()
     raw: dict[int, list[tuple[datetime, Decimal]]] = {i: [] for i in ids}
     last_seen: dict[int, datetime] = {}
-    for span in spans:
-        assert span.price is not None
+    for target_id, first_slot, last_slot, price in spans:
+        assert price is not None
         # Slots, not wall-clock times: a check is "the 07:00 check" even when it ran at 07:03.
-        raw[span.target_id].append((max(span.first_slot, since), span.price))
-        last_seen[span.target_id] = span.last_slot
+        raw[target_id].append((max(first_slot, since), price))
+        last_seen[target_id] = last_slot
     out = {}
     for target_id, points in raw.items():
         if points:

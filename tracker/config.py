@@ -259,6 +259,10 @@ class ThresholdsConfig(Strict):
 
     price_change_pct: Decimal = Field(Decimal("0"), ge=0, description="smallest |%| price move reported")
     health_after: int = Field(3, ge=1, description="report a target failing this many runs in a row")
+    rating_drop: Decimal = Field(Decimal("0.2"), gt=0, description="report a product rating falling this much")
+    review_jump_pct: Decimal = Field(Decimal("25"), gt=0,
+                                     description="report review counts growing this % between two checks ...")
+    review_jump_min: int = Field(10, ge=1, description="... and by at least this many reviews")
 
 
 class QueueConfig(Strict):

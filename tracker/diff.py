@@ -21,6 +21,9 @@ class Rules:
 
     price_change_pct: Decimal = Decimal("0")
     health_after: int = 3
+    rating_drop: Decimal = Decimal("0.2")       # report a rating that fell by at least this much
+    review_jump_pct: Decimal = Decimal("25")    # report review counts growing faster than this % ...
+    review_jump_min: int = 10                   # ... and by at least this many reviews between two checks
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class ProductState:
     availability: str | None = None
     promotions: frozenset[str] = frozenset()
     name: str | None = None
+    rating: Decimal | None = None
+    review_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,17 @@ def diff_product(prev: ProductState | None, cur: ProductState, rules: Rules = Ru
         changes.append(ChangeData("promotion_started", {"promotions": started}))
     elif ended:
         changes.append(ChangeData("promotion_ended", {"promotions": ended}))
+    if prev.rating is not None and cur.rating is not None and prev.rating - cur.rating >= rules.rating_drop:
+        changes.append(ChangeData("rating_dropped", {"old": _s(prev.rating), "new": _s(cur.rating),
+                                                     "delta": _s(cur.rating - prev.rating)}))
+    if prev.review_count is not None and cur.review_count is not None:
+        gained = cur.review_count - prev.review_count
+        # A burst of reviews often means a promotion or a stock-out under way at that shop.
+        if gained >= rules.review_jump_min and (
+                prev.review_count == 0 or Decimal(gained) * 100 / prev.review_count >= rules.review_jump_pct):
+            changes.append(ChangeData("review_surge", {
+                "old": prev.review_count, "new": cur.review_count, "delta": gained,
+                "pct": _s(pct_change(Decimal(prev.review_count), Decimal(cur.review_count)))}))
     if in_stock(prev.availability) and not in_stock(cur.availability):
         changes.append(ChangeData("out_of_stock", {"old": prev.availability, "new": cur.availability}))
     elif not in_stock(prev.availability) and in_stock(cur.availability):

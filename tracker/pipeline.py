@@ -86,8 +86,9 @@ class PassSummary:
 
 
 def rules_from(config: Config) -> Rules:
-    return Rules(price_change_pct=config.thresholds.price_change_pct,
-                 health_after=config.thresholds.health_after)
+    t = config.thresholds
+    return Rules(price_change_pct=t.price_change_pct, health_after=t.health_after, rating_drop=t.rating_drop,
+                 review_jump_pct=t.review_jump_pct, review_jump_min=t.review_jump_min)
 
 
 def utc_slot(when: datetime | None = None) -> datetime:

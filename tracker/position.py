@@ -5,7 +5,8 @@ them); two targets sharing any of these keys are the same product, transitively.
 holds a product of the own shop (`own: true`) and at least one rival's, with a current price in the same
 currency. Out-of-stock rival offers are shown but never "cheapest": nobody can buy them.
 
-Pure reading: `latest_offers` queries, everything else works on plain values.
+Pure reading: `latest_ok`, `latest_offers` and `matched_offers` query (narrow columns, one index seek per
+target for its newest `ok` span), everything else works on plain values.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, Select, select, true
 from sqlalchemy.orm import Session
 
 from tracker.diff import in_stock
@@ -85,48 +86,145 @@ class Position:
         return sum(1 for r in self.rows if r.own_cheapest)
 
 
-def latest_ok(session: Session, target_ids: Iterable[int] | None = None) -> dict[int, Observation]:
-    """The newest `ok` observation of each target (all product targets when `target_ids` is None)."""
-    newest = select(func.max(Observation.id)).where(Observation.status == "ok").group_by(Observation.target_id)
-    if target_ids is not None:
-        ids = list(target_ids)
-        if not ids:
-            return {}
-        newest = newest.where(Observation.target_id.in_(ids))
-    rows = session.scalars(select(Observation).where(Observation.id.in_(newest.scalar_subquery())))
-    return {obs.target_id: obs for obs in rows}
+# Columns of the newest `ok` observation that the report and the position read (never the whole row).
+LATEST_COLUMNS = (Observation.target_id, Observation.id, Observation.price, Observation.regular_price,
+                  Observation.currency, Observation.availability, Observation.promotions, Observation.title,
+                  Observation.sku, Observation.gtin)
+CHUNK = 5000  # target ids per IN (...) list
 
 
-def match_keys(target: Target, obs: Observation | None) -> tuple[str, ...]:
-    """The keys that tie this product to the same product elsewhere: match key, GTIN, SKU."""
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start:start + CHUNK]
+
+
+def newest_ok_id() -> Any:
+    """The id of the newest `ok` span of the target in the enclosing query (`Target.id`): one backward seek
+    on ix_observations_target_id_id per target, whatever the length of its history."""
+    return (select(Observation.id).where(Observation.target_id == Target.id, Observation.status == "ok")
+            .order_by(Observation.id.desc()).limit(1).correlate(Target).scalar_subquery())
+
+
+def with_newest_ok(session: Session, target_columns: Iterable[Any], columns: Iterable[Any], *,
+                   outer: bool = False) -> Select[Any]:
+    """SELECT `target_columns`, `columns` (of Observation) FROM targets joined to each target's newest `ok`
+    span, found by one index seek per target: a LATERAL subquery on PostgreSQL (a join on a correlated
+    subquery gets hash-joined to a scan of all observations there), a join on `newest_ok_id()` on SQLite
+    (which has no LATERAL and runs that join as a seek). `outer` keeps targets without an `ok` span."""
+    target_columns, columns = list(target_columns), list(columns)
+    if session.get_bind().dialect.name == "postgresql":
+        newest = (select(*columns).where(Observation.target_id == Target.id, Observation.status == "ok")
+                  .order_by(Observation.id.desc()).limit(1).lateral("newest_ok"))
+        return (select(*target_columns, *(newest.c[c.key] for c in columns)).select_from(Target)
+                .join(newest, true(), isouter=outer))
+    return (select(*target_columns, *columns).select_from(Target)
+            .join(Observation, Observation.id == newest_ok_id(), isouter=outer))
+
+
+def latest_ok(session: Session, target_ids: Iterable[int] | None = None) -> dict[int, Row[Any]]:
+    """The newest `ok` observation of each target (all targets when `target_ids` is None), as rows of
+    LATEST_COLUMNS (`.price`, `.title`, ...); targets without one are left out."""
+    base = with_newest_ok(session, (), LATEST_COLUMNS)
+    if target_ids is None:
+        return {row.target_id: row for row in session.execute(base)}
+    out: dict[int, Row[Any]] = {}
+    for chunk in _chunks(sorted(set(target_ids))):
+        out.update((row.target_id, row) for row in session.execute(base.where(Target.id.in_(chunk))))
+    return out
+
+
+def _keys(match_key: str | None, gtin: str | None, sku: str | None) -> tuple[str, ...]:
     keys = []
-    if target.match_key:
-        keys.append("match:" + target.match_key.strip().casefold())
-    if obs is not None:
-        gtin = normalize_gtin(obs.gtin)
-        if gtin:
-            keys.append("gtin:" + gtin)
-        sku = normalize_code(obs.sku)
-        if sku and len(sku) >= 4:  # "12" is a shop's row number, not a product identifier
-            keys.append("sku:" + sku)
+    if match_key:
+        keys.append("match:" + match_key.strip().casefold())
+    gtin = normalize_gtin(gtin)
+    if gtin:
+        keys.append("gtin:" + gtin)
+    sku = normalize_code(sku)
+    if sku and len(sku) >= 4:  # "12" is a shop's row number, not a product identifier
+        keys.append("sku:" + sku)
     return tuple(keys)
+
+
+def match_keys(target: Any, obs: Any | None) -> tuple[str, ...]:
+    """The keys that tie this product to the same product elsewhere: match key, GTIN, SKU."""
+    return _keys(target.match_key, obs.gtin if obs is not None else None, obs.sku if obs is not None else None)
+
+
+_PRODUCTS = (Target.kind == "product", Target.active.is_(True))
+
+
+class _KeyMaker:
+    """`_keys` remembering the keys of each distinct (match key, GTIN, SKU): shops often print the same."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str | None, str | None, str | None], tuple[str, ...]] = {}
+
+    def __call__(self, match_key: str | None, gtin: str | None, sku: str | None) -> tuple[str, ...]:
+        keys = self.seen.get((match_key, gtin, sku))
+        if keys is None:
+            keys = self.seen[(match_key, gtin, sku)] = _keys(match_key, gtin, sku)
+        return keys
+
+
+def _offers(session: Session, target_ids: list[int] | None, keys: _KeyMaker | None = None) -> list[Offer]:
+    """Offers of the active product targets `target_ids` (all when None), in target id order."""
+    keys = keys or _KeyMaker()
+    stmt = (with_newest_ok(session, (Target.id, Target.name, Target.url, Target.key, Target.match_key,
+                                     Target.group, Rival.name, Rival.own),
+                           (Observation.price, Observation.currency, Observation.availability, Observation.title,
+                            Observation.sku, Observation.gtin), outer=True)
+            .join(Rival, Rival.id == Target.rival_id).where(*_PRODUCTS))
+    rows = []
+    if target_ids is None:
+        rows = session.execute(stmt).all()
+    else:
+        for chunk in _chunks(target_ids):
+            rows += session.execute(stmt.where(Target.id.in_(chunk))).all()
+    rows.sort(key=lambda r: r[0])
+    return [Offer(target_id=tid, rival=rival, own=bool(own), name=name or title or url or key, url=url,
+                  price=price, currency=currency, availability=availability, keys=keys(match_key, gtin, sku),
+                  group=group)
+            for (tid, name, url, key, match_key, group, rival, own, price, currency, availability, title, sku,
+                 gtin) in rows]
 
 
 def latest_offers(session: Session) -> list[Offer]:
     """Every active product target with its newest `ok` observation, as offers."""
+    return _offers(session, None)
+
+
+def matched_offers(session: Session) -> list[Offer]:
+    """The offers `compute` can place: those of the products matched (transitively) to an own-shop product.
+    Equivalent to `latest_offers` for `compute`, read in two narrow steps: the keys of every active product
+    (match key, newest GTIN and SKU), then the whole offers of the groups that hold an own-shop product."""
+    own_exists = session.scalar(select(Target.id).join(Rival, Rival.id == Target.rival_id)
+                                .where(*_PRODUCTS, Rival.own.is_(True)).limit(1))
+    if own_exists is None:
+        return []
     rows = session.execute(
-        select(Target, Rival).join(Rival, Rival.id == Target.rival_id)
-        .where(Target.kind == "product", Target.active.is_(True)).order_by(Target.id)).all()
-    latest = latest_ok(session, [t.id for t, _ in rows])
-    offers = []
-    for target, rival in rows:
-        obs = latest.get(target.id)
-        offers.append(Offer(
-            target_id=target.id, rival=rival.name, own=bool(rival.own),
-            name=target.name or (obs.title if obs else None) or target.url or target.key, url=target.url,
-            price=obs.price if obs else None, currency=obs.currency if obs else None,
-            availability=obs.availability if obs else None, keys=match_keys(target, obs), group=target.group))
-    return offers
+        with_newest_ok(session, (Target.id, Rival.own, Target.match_key), (Observation.gtin, Observation.sku),
+                       outer=True)
+        .join(Rival, Rival.id == Target.rival_id).where(*_PRODUCTS)).all()
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    key_maker = _KeyMaker()
+    keyed = []
+    for tid, own, match_key, gtin, sku in rows:
+        keys = key_maker(match_key, gtin, sku)
+        if keys:
+            keyed.append((tid, bool(own), keys))
+            for other in keys[1:]:
+                parent[find(other)] = find(keys[0])
+    own_roots = {find(keys[0]) for _, own, keys in keyed if own}
+    wanted = sorted(tid for tid, _, keys in keyed if find(keys[0]) in own_roots)
+    return _offers(session, wanted, key_maker) if wanted else []
 
 
 def _groups(offers: list[Offer]) -> list[list[Offer]]:
@@ -205,4 +303,5 @@ def undercut_of(offer: Offer | None, own: Offer | None, kind: str, data: dict[st
 
 
 def position_of(session: Session, changes: Iterable[tuple[int, str, dict[str, Any]]] = ()) -> Position:
-    return compute(latest_offers(session), changes)
+    """`compute` over the current offers; only the groups holding an own-shop product are read."""
+    return compute(matched_offers(session), changes)

@@ -52,6 +52,7 @@ LABELS = {
     "regular_price_changed": "Regular price changed", "promotion_started": "Promotion started",
     "promotion_ended": "Promotion ended", "promotion_changed": "Promotion changed",
     "out_of_stock": "Out of stock", "back_in_stock": "Back in stock",
+    "rating_dropped": "Rating dropped", "review_surge": "Review count jumped",
     "health_failed": "Failing", "health_blocked": "Blocked", "health_unextractable": "Unextractable",
     "health_recovered": "Recovered",
 }
@@ -207,6 +208,12 @@ def _describe(kind: str, data: dict[str, Any], fmt: Formatter) -> dict[str, Any]
     elif kind in STOCK_KINDS:
         row.update(old=fmt.availability(data.get("old") or "InStock"),
                    new=fmt.availability(data.get("new") or "InStock"))
+    elif kind == "rating_dropped":
+        row.update(old=fmt.number(Decimal(data["old"])), new=fmt.number(Decimal(data["new"])),
+                   delta="−" + fmt.number(abs(Decimal(data["delta"]))))
+    elif kind == "review_surge":
+        row.update(old=fmt.number(int(data["old"])), new=fmt.number(int(data["new"])),
+                   delta="+" + fmt.number(int(data["delta"])), pct=fmt.pct(data.get("pct")))
     elif kind.startswith("health_"):
         row["detail"] = data.get("reason") or ""
     return row

@@ -68,8 +68,11 @@ def _json_default(value: Any) -> Any:
 
 
 def product_state(obs: Observed) -> ProductState:
+    rating, reviews = obs.data.get("rating"), obs.data.get("review_count")
     return ProductState(price=obs.price, regular_price=obs.regular_price, currency=obs.currency,
-                        availability=obs.availability, promotions=frozenset(obs.promotions), name=obs.title)
+                        availability=obs.availability, promotions=frozenset(obs.promotions), name=obs.title,
+                        rating=Decimal(rating) if rating is not None else None,
+                        review_count=int(reviews) if reviews is not None else None)
 
 
 def _diff_product(prev: Observed | None, cur: Observed, rules: Rules) -> list[ChangeData]:
