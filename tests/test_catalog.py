@@ -181,3 +181,36 @@ def test_match_without_an_own_shop_says_how_to_mark_it(tmp_path):
     db.close()
     res = runner.invoke(app, ["match", "-c", str(path)])
     assert res.exit_code != 0 and "own: true" in str(res.exception or "") + res.output
+
+
+def test_auto_track_discovery_on_its_schedule_tracks_new_products_with_no_further_action(rival_shop, tmp_path):
+    import asyncio
+
+    from tracker import scheduler
+    from tracker.config import load_config
+
+    b = rival_shop.base
+    (tmp_path / "tracker.yaml").write_text(f"""
+database: sqlite:///{tmp_path / 't.db'}
+http: {{per_domain_delay_s: 0, retries: 0}}
+rivals:
+  - name: Rival A
+    fetch: http
+    products:
+      - {{url: "{b}/p/alpha"}}
+    discovery: {{include: ["*/p/*"], exclude: ["*old-model*"], max_new: 3, auto_track: true}}
+""")
+    config = load_config(tmp_path / "tracker.yaml")
+    db = Database.open(config.database)
+    assert "discovery" in scheduler.build_scheduler(config, db).wanted_jobs
+    scheduler._RUNTIME.update(config=config, db=db)
+    try:
+        asyncio.run(scheduler.scheduled_discovery())
+    finally:
+        scheduler._RUNTIME.clear()
+    with db.session() as s:
+        sync_targets(s, config)  # the next pass: discovered products stay tracked although not in the config
+    with db.session() as s:
+        active = {t.url for t in s.scalars(select(Target).where(Target.kind == "product", Target.active))}
+    db.close()
+    assert active == {f"{b}/p/alpha", f"{b}/p/beta", f"{b}/p/gamma"}  # from the sitemap, filtered

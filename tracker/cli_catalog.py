@@ -87,7 +87,8 @@ def discover(rival: Annotated[str, typer.Argument(help="the rival's name in the 
              = None,
              exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="glob or re:regex; repeatable")]
              = None,
-             max_new: Annotated[int, typer.Option("--max", min=1, help="propose at most this many")] = 100,
+             max_new: Annotated[Optional[int], typer.Option("--max", min=1, help="propose at most this many "
+                                                             "(default: the rival's discovery.max_new)")] = None,
              track: Annotated[bool, typer.Option("--track", help="add them as product targets")] = False,
              as_json: Annotated[bool, typer.Option("--json")] = False,
              config: ConfigOpt = DEFAULT_CONFIG) -> None:
@@ -95,10 +96,14 @@ def discover(rival: Annotated[str, typer.Argument(help="the rival's name in the 
     from tracker.app import open_database
     from tracker.catalog import discover_products
 
+    from tracker.catalog import rival_config
+
     cfg = _config(config)
+    defaults = rival_config(cfg, rival).discovery  # the config's patterns unless given here
     db = open_database(cfg)
-    report = asyncio.run(discover_products(cfg, db, rival, include=include or (), exclude=exclude or (),
-                                           max_new=max_new, track=track))
+    report = asyncio.run(discover_products(cfg, db, rival, include=include or defaults.include,
+                                           exclude=exclude or defaults.exclude,
+                                           max_new=max_new or defaults.max_new, track=track))
     if as_json:
         print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
         return

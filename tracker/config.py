@@ -123,6 +123,15 @@ class ListingConfig(Strict):
         None, description="browser also scrolls infinite lists to the end")
 
 
+class DiscoveryConfig(Strict):
+    """Finding a rival's products in its sitemaps and listings (`tracker discover`, and on a schedule)."""
+
+    include: list[str] = Field([], description="URL patterns to keep: shell glob, or re:regex")
+    exclude: list[str] = Field([], description="URL patterns to drop")
+    max_new: int = Field(100, ge=1, le=100_000, description="at most this many new products per discovery")
+    auto_track: bool = Field(False, description="track newly found products with no further action")
+
+
 class RivalConfig(Strict):
     """A competitor shop and the pages of it to watch."""
 
@@ -133,6 +142,7 @@ class RivalConfig(Strict):
     respect_robots: bool | None = Field(None, description="override http.respect_robots for this rival")
     products: list[ProductConfig] = []
     listings: list[ListingConfig] = []
+    discovery: DiscoveryConfig = DiscoveryConfig()
     seo_pages: list[HttpUrl] = Field([], description="pages whose on-page SEO is tracked")
     track_seo: bool = Field(False, description="also track on-page SEO of its product and listing pages")
 
@@ -250,6 +260,8 @@ class SchedulesConfig(Strict):
     prices: Cron | None = "0 7,13,19 * * *"
     rankings: Cron | None = None
     report: Cron | None = "30 7 * * *"
+    discovery: Cron | None = Field("0 5 * * 1", description="sitemap/listing discovery for rivals with "
+                                                           "discovery.auto_track (Mondays 05:00 by default)")
     jitter_s: int = Field(0, ge=0, description="random delay added to each run, spreads load")
     misfire_grace_s: int = Field(3600, ge=1, description="a run missed by less than this still runs, once")
 

@@ -122,6 +122,24 @@ async def scheduled_report() -> None:
 
 
 @_one_line_errors
+async def scheduled_discovery() -> None:
+    """Products newly found in the sitemaps and listings of rivals with `discovery.auto_track` are tracked."""
+    from tracker.catalog import discover_products
+
+    config: Config = _RUNTIME["config"]
+    for rival in config.rivals:
+        d = rival.discovery
+        if not d.auto_track:
+            continue
+        try:
+            report = await discover_products(config, _RUNTIME["db"], rival.name, include=d.include,
+                                             exclude=d.exclude, max_new=d.max_new, track=True)
+        except TrackerError as exc:
+            log.warning("discovery for %s failed: %s", rival.name, exc)
+            continue
+        log.info("discovery for %s: %d new products tracked", rival.name, len(report.tracked))
+
+
 async def deliver_outbox() -> None:
     from tracker.app import send_reports
 
@@ -153,6 +171,8 @@ def build_scheduler(config: Config, db: Database) -> AsyncIOScheduler:
         if cron:
             add(scheduled_check, cron_trigger(cron, config.tz, jitter), f"check:{name}", f"check {name}",
                 args=[name])
+    if s.discovery and any(r.discovery.auto_track for r in config.rivals):
+        add(scheduled_discovery, cron_trigger(s.discovery, config.tz), "discovery", "discovery")
     if s.report:
         add(scheduled_report, cron_trigger(s.report, config.tz), "report", "report")
     add(deliver_outbox, IntervalTrigger(minutes=1), "outbox", "outbox retries")
