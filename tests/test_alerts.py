@@ -201,8 +201,10 @@ def test_matching_changes_are_queued_once_as_a_short_alert_and_sent_to_chat(worl
     queued = queue_alerts(config, db)
     assert len(queued) == 1 and queued[0].changes == 2
     with db.session() as session:
-        (row,) = session.scalars(select(OutboxMessage)).all()
+        (row,) = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "alert")).all()
+        (chat,) = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "chat")).all()
         alerted = {c.id: (c.data or {}).get("alerted") for c in session.scalars(select(Change))}
+    assert chat.status == "sent"
     assert row.kind == "alert" and row.subject == "Rivalwatch alert: 2 changes"
     assert sorted(v for v in alerted.values() if v) == [row.id, row.id]  # the two matches, marked in the same transaction
     message = message_from_bytes(row.mime, policy=policy.default)
@@ -222,15 +224,28 @@ def test_matching_changes_are_queued_once_as_a_short_alert_and_sent_to_chat(worl
     assert digest.rendered.text.count("| alerted") == 2 and "Sock" in digest.rendered.text
 
 
-def test_chat_only_alerts_and_a_chat_service_that_is_down_do_not_break_the_pass(world):
+def test_a_chat_alert_is_kept_while_the_chat_service_is_down_and_sent_once_when_it_is_back(world, chat_endpoint):
+    from datetime import UTC, datetime, timedelta
+
+    from tracker.alerts import deliver_chat
+
     config, db = world
-    config = Alerts(config, AlertsConfig(email=False, chat=["json://127.0.0.1:9/down"],
-                                         rules=[PriceMoveRule(when="price_move", min_pct=20)]))
-    assert queue_alerts(config, db) == []  # no e-mail queued ...
+    rules = [PriceMoveRule(when="price_move", min_pct=20)]
+    down = Alerts(config, AlertsConfig(email=False, chat=["json://127.0.0.1:9/down"], rules=rules))
+    assert queue_alerts(down, db) == []  # no e-mail queued, and the pass goes on
     with db.session() as session:
-        assert session.scalars(select(OutboxMessage)).all() == []
+        (row,) = session.scalars(select(OutboxMessage)).all()
         marks = [(c.data or {}).get("alerted") for c in session.scalars(select(Change))]
-    assert marks.count("chat") == 1  # ... but the change is marked: chat is not retried on every pass
+    assert row.kind == "chat" and row.status == "pending" and row.attempts == 1 and row.last_error
+    assert marks.count(row.id) == 1  # the change is alerted once: the outbox row carries the retries
+    assert queue_alerts(down, db) == []  # a later pass does not queue it again
+
+    url, received = chat_endpoint
+    back = Alerts(config, AlertsConfig(email=False, chat=[url], rules=rules))
+    assert deliver_chat(back, db) == 0  # still inside its backoff
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert deliver_chat(back, db, now=later) == 1 and len(received) == 1
+    assert deliver_chat(back, db, now=later + timedelta(hours=1)) == 0 and len(received) == 1
 
 
 def test_no_rules_means_no_alerts(world):

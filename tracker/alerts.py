@@ -7,8 +7,8 @@ reported nor alerted, right after a check pass, and in ONE transaction stores a 
 changes still appear in the digest, tagged "alerted": the digest stays the full record of the day.
 
 Chat (Slack, Teams, Telegram, ... any Apprise URL in `alerts.chat`) gets the same short text after the
-commit. Chat has no outbox: a chat service that is down loses that one notification (logged), never the
-e-mail.
+commit. Chat alerts go through the outbox like e-mail (kind "chat"): a chat service that is down gets them
+later, with backoff, and once.
 
     alerts:
       chat: ["slack://T000/B000/XXXX", "tgram://bottoken/chatid"]
@@ -22,15 +22,16 @@ e-mail.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from tracker.models import Change, Rival, Target
+from tracker.models import Change, OutboxMessage, Rival, Target
 from tracker.position import Offer, Position, position_of, undercut_of
 
 if TYPE_CHECKING:
@@ -236,7 +237,6 @@ def queue_alerts(config: Config, db: Database, *, now: datetime | None = None) -
         return []
     fmt = Formatter(config.locale, config.tz)
     queued: list[QueuedReport] = []
-    chat_text: tuple[str, str] | None = None
     with db.session() as session:
         rows = [tuple(r) for r in session.execute(
             select(Change, Target, Rival)
@@ -257,12 +257,53 @@ def queue_alerts(config: Config, db: Database, *, now: datetime | None = None) -
                           html=rendered.html)
             mark = row.id
             queued.append(QueuedReport(row.id, row.message_id, len(hits), rendered))
+        if settings.chat:
+            # Chat goes through the outbox too: kept, retried with backoff, sent once (deliver_chat).
+            chat_row = OutboxMessage(kind="chat", message_id=f"chat-{uuid.uuid4().hex}", subject=rendered.subject,
+                                     recipients=[], mime=rendered.text.encode("utf-8"), html=rendered.text,
+                                     created_at=now or datetime.now(UTC), status="pending",
+                                     next_attempt_at=now or datetime.now(UTC))
+            session.add(chat_row)
+            session.flush()
+            if mark == "chat":
+                mark = chat_row.id
         for change, _ in hits:
             change.data = {**(change.data or {}), "alerted": mark}  # a new dict: JSON columns track assignment
-        chat_text = (rendered.subject, rendered.text)
-    if settings.chat and chat_text:
-        notify_chat(settings.chat, *chat_text)
+    if settings.chat:
+        deliver_chat(config, db, now=now)
     return queued
+
+
+def deliver_chat(config: Config, db: Database, *, now: datetime | None = None, max_attempts: int = 20) -> int:
+    """Send the chat alerts due in the outbox to every `alerts.chat` URL; mark each sent only when Apprise
+    delivered it, else retry later with the e-mail outbox's backoff. Returns how many were sent."""
+    from tracker.mail import backoff
+
+    settings = alerts_config(config)
+    now = now or datetime.now(UTC)
+    with db.session() as session:
+        due = session.execute(
+            select(OutboxMessage.id, OutboxMessage.subject, OutboxMessage.html, OutboxMessage.attempts)
+            .where(OutboxMessage.kind == "chat", OutboxMessage.status == "pending",
+                   or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now))
+            .order_by(OutboxMessage.id)).all()
+    sent = 0
+    for pk, title, body, attempts in due:
+        ok = bool(settings.chat) and notify_chat(settings.chat, title, body)
+        with db.session() as session:
+            row = session.get(OutboxMessage, pk)
+            if row is None or row.status != "pending":
+                continue
+            row.attempts = attempts + 1
+            if ok:
+                row.status, row.sent_at, row.last_error = "sent", datetime.now(UTC), None
+                sent += 1
+            else:
+                row.last_error = "chat service did not accept the notification" if settings.chat \
+                    else "no alerts.chat URL configured"
+                row.status = "failed" if row.attempts >= max_attempts else "pending"
+                row.next_attempt_at = now + backoff(row.attempts)
+    return sent
 
 
 def notify_chat(urls: list[str], title: str, body: str) -> bool:

@@ -112,6 +112,10 @@ def send_reports(config: Config, db: Database):  # type: ignore[no-untyped-def]
     email = config.email
     if email.smtp_url is None and not email.outbox_dir.is_absolute():
         email = email.model_copy(update={"outbox_dir": config.resolve(email.outbox_dir)})
+    if config.alerts.chat:
+        from tracker.alerts import deliver_chat
+
+        deliver_chat(config, db)
     return deliver_pending(db, email, now=datetime.now(UTC))
 
 

@@ -276,7 +276,7 @@ def deliver_pending(db: Database, email_config: EmailConfig, *, now: datetime | 
     with db.session() as session:
         due = list(session.scalars(
             select(OutboxMessage.id)
-            .where(OutboxMessage.status.in_(DUE_STATUSES),
+            .where(OutboxMessage.status.in_(DUE_STATUSES), OutboxMessage.kind != "chat",
                    or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now))
             .order_by(OutboxMessage.created_at, OutboxMessage.id)))
     if due:
@@ -286,7 +286,8 @@ def deliver_pending(db: Database, email_config: EmailConfig, *, now: datetime | 
             _deliver_files(db, email_config, due, now, max_attempts, report)
     with db.session() as session:
         report.pending = len(session.scalars(
-            select(OutboxMessage.id).where(OutboxMessage.status.in_(DUE_STATUSES))).all())
+            select(OutboxMessage.id).where(OutboxMessage.status.in_(DUE_STATUSES),
+                                           OutboxMessage.kind != "chat")).all())
     return report
 
 
