@@ -200,7 +200,9 @@ class BrowserFetcher:
                         raise FetchError("the URL is a file download, not a page") from None
                     raise FetchError(f"browser could not load the page: {message}", retryable=True) from None
                 status = response.status if response else 0
-                headers = await response.all_headers() if response else {}
+                # `headers` needs no round trip to the browser (all_headers() does one per page); it
+                # lacks only the security-related ones (cookies), which detect_block does not read.
+                headers = response.headers if response else {}
                 deadline = started + self.timeout_ms / 1000
                 if wait_for:
                     try:
