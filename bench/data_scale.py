@@ -1,20 +1,23 @@
 """A year of data at scale: is the span store cheap enough? Generates it, then times a diff pass and a report.
 
-    .venv/bin/python bench/data_scale.py [--scale 1.0] [--db PATH | --pg postgresql+psycopg://...] [--keep]
+    .venv/bin/python bench/data_scale.py [--scale 1.0] [--db PATH | --pg postgresql+psycopg://...] [--keep] [--own]
 
 The year: 50,000 products x `--scale`, checked 4 times a day for 365 days (73 M checks at full scale), 5% of
 the products changing price on any given day (at one of that day's 4 checks). It is written directly with
 the real schema (tracker.db.Database.open runs the migrations; tracker.models tables; Core executemany
 batches) the way tracker.store stores it: one observation span per run of identical checks (seen_count
 counts them; fingerprints are the real Observed.fingerprint), one `changes` row per price move, the past
-changes already reported (one outbox row), targets' last_slot at the newest slot. The last day's 4th check
-is left out: it is what the benchmark runs.
+changes already reported (one digest per day, each day's changes marked with its outbox row, as `tracker
+report` leaves them), targets' last_slot at the newest slot. The last day's 4th check is left out: it is what
+the benchmark runs. With `--own`, the first of the 50 shops is the own shop and every product is sold by all
+50 (the same SKU in each), so the report's price position covers every product: its most expensive case.
 
 Then, timed:
 1. the diff pass of that last slot over every target: `tracker.store.record_check` for each (95%+ unchanged:
    the span is extended; ~1.25% changed: new span + change), in transactions of 256 as the pipeline's group
    commit does;
-2. the report of the day's unreported changes (~2,500 at full scale): `tracker.report.collect` + `render`;
+2. the report of the day's unreported changes (~2,500 at full scale), as of the end of that pass (its 30-day
+   price charts end there): `tracker.report.collect` + `render`;
 and the database's size on disk.
 """
 
@@ -55,10 +58,15 @@ def slot_at(k: int) -> datetime:
     return START + timedelta(days=k // 4, hours=HOURS[k % 4])
 
 
+RIVALS = 50
+SHARED = False  # --own: target t is product (t - 1) // RIVALS + 1, sold by every shop under the same SKU
+
+
 def observed(tid: int, price: Decimal) -> Observed:
     """What a check of product `tid` sees at `price` (the fields extract_product fills on a typical page)."""
-    return Observed("ok", price=price, currency="EUR", availability="InStock", title=f"Product {tid} Deluxe",
-                    sku=f"SKU-{tid:06d}", data={"brand": f"Brand {tid % 97}"})
+    number = (tid - 1) // RIVALS + 1 if SHARED else tid
+    return Observed("ok", price=price, currency="EUR", availability="InStock", title=f"Product {number} Deluxe",
+                    sku=f"SKU-{number:06d}", data={"brand": f"Brand {number % 97}"})
 
 
 def move(price: Decimal, rng: random.Random) -> Decimal:
@@ -79,13 +87,16 @@ def generate(db: Database, products: int, days: int, change_rate: float, seed: i
     rng = random.Random(seed)
     slots = days * 4
     last_slot_k = slots - 2                    # the final slot (slots - 1) is the benchmark's pass
-    rivals = 50
+    rivals = RIVALS
     with db.engine.begin() as conn:
-        conn.execute(insert(Rival), [{"id": r + 1, "name": f"Rival {r + 1}", "domain": f"rival{r + 1}.example",
-                                      "own": False} for r in range(rivals)])
+        conn.execute(insert(Rival), [{"id": r + 1, "name": "Own Shop" if SHARED and r == 0 else f"Rival {r + 1}",
+                                      "domain": f"rival{r + 1}.example", "own": SHARED and r == 0}
+                                     for r in range(rivals)])
+        # The daily digests that reported the past days' changes (day d's changes: report_id d + 1).
         conn.execute(insert(OutboxMessage), [{
-            "id": 1, "kind": "digest", "message_id": "<history@bench>", "subject": "history", "recipients": [],
-            "mime": b"", "html": "", "created_at": slot_at(last_slot_k), "status": "sent", "attempts": 1}])
+            "id": day + 1, "kind": "digest", "message_id": f"<digest-{day}@bench>", "subject": "digest",
+            "recipients": [], "mime": b"", "html": "", "created_at": slot_at(day * 4 + 3) + timedelta(hours=1),
+            "status": "sent", "attempts": 1} for day in range(days - 1)])
         rows = []
         for t in range(1, products + 1):
             url = f"https://rival{(t - 1) % rivals + 1}.example/p/{t}"
@@ -155,7 +166,7 @@ def generate(db: Database, products: int, days: int, change_rate: float, seed: i
                 change_rows.append({
                     "id": change_id, "target_id": t, "observation_id": obs_id, "kind": kind,
                     "detected_at": first + timedelta(seconds=40), "data": price_change(old, price),
-                    "report_id": None if first_k >= unreported_from else 1})
+                    "report_id": None if first_k >= unreported_from else first_k // 4 + 1})
         latest_price[t] = price
         flush()
     flush(force=True)
@@ -180,8 +191,12 @@ def main() -> None:
     ap.add_argument("--pg", help="an EMPTY PostgreSQL database URL instead of SQLite")
     ap.add_argument("--batch", type=int, default=256, help="checks per transaction in the diff pass")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--own", action="store_true",
+                    help="shop 1 is the own shop and all 50 shops sell every product (the whole price position)")
     ap.add_argument("--profile", action="store_true", help="cProfile the report's collect + render")
     args = ap.parse_args()
+    global SHARED
+    SHARED = args.own
     products = int(50_000 * args.scale)
     tmp = None
     if args.pg:
@@ -194,7 +209,8 @@ def main() -> None:
         url = f"sqlite:///{path}"
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.1f}")
     print(f"data: {products:,} products x 4 checks/day x {args.days} days = {products * 4 * args.days:,} checks, "
-          f"{args.change_rate:.0%} of products changing per day; database {'PostgreSQL' if args.pg else 'SQLite'}")
+          f"{args.change_rate:.0%} of products changing per day; database {'PostgreSQL' if args.pg else 'SQLite'}"
+          + (f"; own shop: 1 of {RIVALS} shops, every product sold by all {RIVALS}" if SHARED else ""))
     try:
         db = Database.open(url)
         t0 = time.perf_counter()
@@ -245,7 +261,7 @@ def main() -> None:
             profiler.enable()
         t0 = time.perf_counter()
         with db.session() as session:
-            data = collect(session, config)
+            data = collect(session, config, now=now)  # the day's report, right after its last pass
         collect_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         rendered = render(data, config)
@@ -257,7 +273,8 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
         print(f"2. report of the day's changes: {len(data.change_ids):,} changes; collect {collect_s:.2f} s, "
               f"render {render_s:.2f} s (HTML {len(rendered.html) / 2**20:.1f} MB, text "
-              f"{len(rendered.text) / 2**20:.1f} MB)")
+              f"{len(rendered.text) / 2**20:.1f} MB; {len(data.images)} price charts, price position: "
+              f"{data.position['total'] if data.position else 0:,} products)")
         with db.engine.connect() as conn:
             total_obs = conn.execute(select(func.count()).select_from(Observation)).scalar_one()
         size = db_size(db, path)
