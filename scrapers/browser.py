@@ -175,6 +175,9 @@ class BrowserFetcher:
         await self._start()
         started = time.monotonic()
         async with self._slots:
+            # The time budget starts with the slot: a fetch queued behind others (hundreds of targets,
+            # `concurrency` pages) must still get its full timeout to wait for the value.
+            slot_started = time.monotonic()
             ctx = await self._context(context_key)
             idle = self._idle_pages[context_key]
             if idle:
@@ -203,7 +206,7 @@ class BrowserFetcher:
                 # `headers` needs no round trip to the browser (all_headers() does one per page); it
                 # lacks only the security-related ones (cookies), which detect_block does not read.
                 headers = response.headers if response else {}
-                deadline = started + self.timeout_ms / 1000
+                deadline = slot_started + self.timeout_ms / 1000
                 if wait_for:
                     try:
                         await page.wait_for_selector(wait_for, state="attached",
