@@ -51,12 +51,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-
 
 
 class ThreadServer:
-    """An aiohttp app served on 127.0.0.1 from its own thread and event loop (usable from sync tests,
-    subprocesses and other event loops alike)."""
+    """An aiohttp app served on a loopback address from its own thread and event loop (usable from sync
+    tests, subprocesses and other event loops alike), optionally over TLS."""
 
-    def __init__(self, app: web.Application, host: str = "127.0.0.1"):
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", *, ssl_context=None,  # type: ignore[no-untyped-def]
+                 backlog: int = 128):
         self.app = app
         self.host = host
+        self.ssl_context = ssl_context
+        self.backlog = backlog
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
@@ -64,9 +67,9 @@ class ThreadServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, self.host, 0)
+        site = web.TCPSite(self.runner, self.host, 0, ssl_context=self.ssl_context, backlog=self.backlog)
         self.loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._ready.set()
@@ -84,7 +87,7 @@ class ThreadServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
 
 @dataclass

@@ -46,17 +46,6 @@ HEALTH_KINDS = ("health_failed", "health_blocked", "health_unextractable", "heal
 RANK_UP_KINDS = ("rank_up", "entered_top")
 RANK_DOWN_KINDS = ("rank_down", "left_top")
 
-# English labels of change kinds (kept for other modules; the report itself speaks config.locale).
-LABELS = {
-    "price_down": "Price down", "price_up": "Price up", "currency_changed": "Currency changed",
-    "regular_price_changed": "Regular price changed", "promotion_started": "Promotion started",
-    "promotion_ended": "Promotion ended", "promotion_changed": "Promotion changed",
-    "out_of_stock": "Out of stock", "back_in_stock": "Back in stock",
-    "rating_dropped": "Rating dropped", "review_surge": "Review count jumped",
-    "health_failed": "Failing", "health_blocked": "Blocked", "health_unextractable": "Unextractable",
-    "health_recovered": "Recovered",
-}
-
 CHART_DAYS = 30
 MAX_CHARTS = 30            # charts per report: the products with the biggest moves get them
 POSITION_ROWS = 20         # position rows in the mail; all of them go to an attached CSV beyond that

@@ -22,47 +22,14 @@ import pytest
 import redis
 from aiohttp import web
 
+from tests.conftest import ThreadServer
 
 
-class ThreadServer:
-    """An aiohttp app on one loopback address, served from its own thread and event loop."""
 
-    def __init__(self, app: web.Application, host: str = "127.0.0.1"):
-        import asyncio
+def fixture_server(app: web.Application, host: str) -> ThreadServer:
+    """The shared fixture server (tests/conftest.py) on one loopback host, with a deep accept queue."""
+    return ThreadServer(app, host, backlog=1024)
 
-        self.app = app
-        self.host = host
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import asyncio
-
-        asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app, access_log=None)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, self.host, 0, backlog=1024)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.runner.cleanup())
-
-    def start(self) -> "ThreadServer":
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("fixture server did not start")
-        return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_DB = 9
@@ -193,7 +160,7 @@ def hosts() -> Iterator[list[Host]]:
     started = []
     for ip in HOSTS:
         host = Host(ip)
-        host.server = ThreadServer(host.app(), host=ip).start()
+        host.server = fixture_server(host.app(), ip).start()
         started.append(host)
     yield started
     for host in started:

@@ -29,43 +29,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.conftest import ThreadServer
+
 MB = 1 << 20
 
 
-class ServerThread:
-    """An aiohttp app served from a background thread (optionally over TLS)."""
-
-    def __init__(self, app: web.Application, *, ssl_context: ssl.SSLContext | None = None):
-        self.app = app
-        self.ssl_context = ssl_context
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-
-    def start(self) -> "ServerThread":
-        self._thread.start()
-        assert self._ready.wait(10), "server did not start"
-        return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
+def ServerThread(app: web.Application, *, ssl_context: ssl.SSLContext | None = None) -> ThreadServer:
+    """The shared fixture server (tests/conftest.py), on 127.0.0.1, optionally over TLS."""
+    return ThreadServer(app, ssl_context=ssl_context)
 
 
 def product_html(name: str, price: str, currency: str = "EUR") -> str:
