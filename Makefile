@@ -26,6 +26,7 @@ test-quick: setup
 
 bench: setup
 	$(BIN)/python bench/extraction.py
+	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/throughput.py
 
 clean:
