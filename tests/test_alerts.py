@@ -53,14 +53,9 @@ PRICES = {"https://my.test/p/tr2": ("119.00", "119.00"), "https://one.test/p/tr2
           "https://one.test/p/stove": ("80.00", "59.00"), "https://one.test/p/sock": ("10.00", "10.20")}
 
 
-class Alerts:
-    """A config object carrying `alerts:` the way tracker.config.Config will (frozen pydantic model)."""
-
-    def __init__(self, config, alerts):  # type: ignore[no-untyped-def]
-        self._config, self.alerts = config, alerts
-
-    def __getattr__(self, name):  # type: ignore[no-untyped-def]
-        return getattr(self._config, name)
+def with_alerts(config, alerts):  # type: ignore[no-untyped-def]
+    """The config with these `alerts:` settings."""
+    return config.model_copy(update={"alerts": alerts})
 
 
 @pytest.fixture
@@ -196,7 +191,7 @@ def chat_endpoint():  # type: ignore[no-untyped-def]
 def test_matching_changes_are_queued_once_as_a_short_alert_and_sent_to_chat(world, chat_endpoint):
     config, db = world
     url, received = chat_endpoint
-    config = Alerts(config, AlertsConfig(chat=[url], rules=[
+    config = with_alerts(config, AlertsConfig(chat=[url], rules=[
         PriceMoveRule(when="price_move", min_pct=20), UndercutRule(when="undercut")]))
     queued = queue_alerts(config, db)
     assert len(queued) == 1 and queued[0].changes == 2
@@ -231,7 +226,7 @@ def test_a_chat_alert_is_kept_while_the_chat_service_is_down_and_sent_once_when_
 
     config, db = world
     rules = [PriceMoveRule(when="price_move", min_pct=20)]
-    down = Alerts(config, AlertsConfig(email=False, chat=["json://127.0.0.1:9/down"], rules=rules))
+    down = with_alerts(config, AlertsConfig(email=False, chat=["json://127.0.0.1:9/down"], rules=rules))
     assert queue_alerts(down, db) == []  # no e-mail queued, and the pass goes on
     with db.session() as session:
         (row,) = session.scalars(select(OutboxMessage)).all()
@@ -241,7 +236,7 @@ def test_a_chat_alert_is_kept_while_the_chat_service_is_down_and_sent_once_when_
     assert queue_alerts(down, db) == []  # a later pass does not queue it again
 
     url, received = chat_endpoint
-    back = Alerts(config, AlertsConfig(email=False, chat=[url], rules=rules))
+    back = with_alerts(config, AlertsConfig(email=False, chat=[url], rules=rules))
     assert deliver_chat(back, db) == 0  # still inside its backoff
     later = datetime.now(UTC) + timedelta(minutes=5)
     assert deliver_chat(back, db, now=later) == 1 and len(received) == 1
@@ -264,8 +259,25 @@ def test_alert_speaks_the_configured_language(tmp_path):
             for target in session.scalars(select(Target)):
                 record_check(session, target.id, slot, Observed("ok", price=Decimal(PRICES[target.url][index]),
                                                                 currency="EUR"), now=slot)
-    config = Alerts(config, AlertsConfig(rules=[PriceMoveRule(when="price_move", min_pct=20)]))
+    config = with_alerts(config, AlertsConfig(rules=[PriceMoveRule(when="price_move", min_pct=20)]))
     (queued,) = queue_alerts(config, db)
     assert queued.rendered.subject == "Alerta Rivalwatch: 1 cambio"
     assert "el precio cambió −26,3 % (regla: 20 % o más)" in queued.rendered.text
     assert "80,00\xa0€ -> 59,00\xa0€" in queued.rendered.text
+
+
+def test_the_schedulers_minute_job_sends_alerts_for_changes_found_by_workers(world, tmp_path):
+    from tracker import scheduler
+
+    config, db = world
+    config = with_alerts(config, AlertsConfig(rules=[PriceMoveRule(when="price_move", min_pct=20)]))
+    config = config.model_copy(update={"email": config.email.model_copy(update={"outbox_dir": tmp_path / "out"})})
+    scheduler._RUNTIME.update(config=config, db=db)
+    try:
+        asyncio.run(scheduler.deliver_outbox())
+    finally:
+        scheduler._RUNTIME.clear()
+    with db.session() as session:
+        (row,) = session.scalars(select(OutboxMessage)).all()
+    assert row.kind == "alert" and row.status == "written"
+    assert len(list((tmp_path / "out").glob("*.eml"))) == 1

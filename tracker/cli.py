@@ -69,6 +69,10 @@ def check(config: ConfigOpt = DEFAULT_CONFIG,
             cfg, db, rival=rival,
             on_start=lambda n: progress.update(task, total=n),
             on_result=lambda _r: progress.advance(task)))
+    if runner is check_distributed and summary.changes:
+        from tracker.app import send_alerts
+
+        send_alerts(cfg, db)  # in one process check_once does this itself
     if as_json:
         print(json.dumps(summary.as_json(), indent=2))
         return

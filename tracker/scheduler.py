@@ -141,9 +141,14 @@ async def scheduled_discovery() -> None:
 
 
 async def deliver_outbox() -> None:
-    from tracker.app import send_reports
+    """Every minute: alerts for changes that workers found (with a broker, passes do not end here), then
+    whatever is due in the outbox (retries included)."""
+    from tracker.app import send_alerts, send_reports
 
-    await asyncio.to_thread(send_reports, _RUNTIME["config"], _RUNTIME["db"])
+    config: Config = _RUNTIME["config"]
+    if config.alerts.rules:
+        await asyncio.to_thread(send_alerts, config, _RUNTIME["db"])
+    await asyncio.to_thread(send_reports, config, _RUNTIME["db"])
 
 
 def build_scheduler(config: Config, db: Database) -> AsyncIOScheduler:
