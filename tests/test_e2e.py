@@ -104,7 +104,10 @@ def test_a_change_matching_an_alert_rule_is_mailed_at_once_by_the_check(shop, sm
     assert tracker("check", "-c", "tracker.yaml", cwd=tmp_path).returncode == 0
     shop.products["kettle"]["price"] = "24.00"   # -20 %: matches the rule
     shop.products["toaster"]["price"] = "44.00"  # -2 %: waits for the digest
-    assert tracker("check", "-c", "tracker.yaml", cwd=tmp_path).returncode == 0
+    second = tracker("check", "-c", "tracker.yaml", "--json", cwd=tmp_path)
+    assert second.returncode == 0
+    outbox = tracker("outbox", "--all", "-c", "tracker.yaml", cwd=tmp_path).stdout
+    assert len(smtp_server.messages) == 1, (second.stdout, second.stderr, outbox)
     (alert,) = smtp_server.messages
     text = next(p for p in alert.walk() if p.get_content_type() == "text/plain").get_content()
     assert "Kettle" in text and "Toaster" not in text
