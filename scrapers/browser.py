@@ -29,6 +29,7 @@ CHROMIUM_FLAGS = [
     "--disable-quic",
     "--mute-audio",
 ]
+MOBILE_DEVICE = "Pixel 7"
 SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome", "chrome")
 
 
@@ -143,13 +144,17 @@ class BrowserFetcher:
                                  f"{str(exc).splitlines()[0]}; {hint}") from None
             self.launched = True
 
-    async def _context(self, key: str):  # type: ignore[no-untyped-def]
+    async def _context(self, key: str, device: str = "desktop"):  # type: ignore[no-untyped-def]
         ctx = self._contexts.get(key)
         if ctx is None:
-            assert self._browser is not None
+            assert self._browser is not None and self._pw is not None
+            options: dict = {"user_agent": self.user_agent}
+            if device == "mobile":
+                # Playwright's descriptor of a current Android phone: viewport, touch, mobile user agent.
+                options = dict(self._pw.devices[MOBILE_DEVICE])
+                options.pop("default_browser_type", None)
             ctx = await self._browser.new_context(
-                accept_downloads=False, user_agent=self.user_agent, java_script_enabled=True,
-                service_workers="block")
+                accept_downloads=False, java_script_enabled=True, service_workers="block", **options)
             ctx.set_default_timeout(self.timeout_ms)
             if self.block:
                 blocked = self.block
@@ -167,8 +172,12 @@ class BrowserFetcher:
 
     async def fetch(self, url: str, *, context_key: str = "default", wait_for: str | None = None,
                     ready: Callable[[str], bool] | None = None, poll_s: float = 0.05,
-                    scroll: bool = False, max_scrolls: int = 20) -> Page:
-        """Load `url` and return the rendered HTML once the wanted value is there (or time is up)."""
+                    scroll: bool = False, max_scrolls: int = 20, device: str = "desktop") -> Page:
+        """Load `url` and return the rendered HTML once the wanted value is there (or time is up).
+
+        `device="mobile"` emulates a phone (its own context: viewport, touch, mobile user agent)."""
+        if device != "desktop":
+            context_key = f"{context_key}|{device}"
         from playwright.async_api import Error as PlaywrightError
         from playwright.async_api import TimeoutError as PlaywrightTimeout
 
@@ -178,7 +187,7 @@ class BrowserFetcher:
             # The time budget starts with the slot: a fetch queued behind others (hundreds of targets,
             # `concurrency` pages) must still get its full timeout to wait for the value.
             slot_started = time.monotonic()
-            ctx = await self._context(context_key)
+            ctx = await self._context(context_key, device)
             idle = self._idle_pages[context_key]
             if idle:
                 page = idle.pop()

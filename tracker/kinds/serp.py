@@ -255,7 +255,8 @@ async def observe_serp(checker: Checker, target: TargetSpec) -> tuple[Observed, 
 
     async def fetch_page(url: str) -> Page:
         if mode == "browser":
-            return await checker.browser.fetch(url, context_key=f"serp:{name}")
+            return await checker.browser.fetch(url, context_key=f"serp:{name}",
+                                               device=spec.get("device") or "desktop")
         return await checker.http.fetch(url, respect_robots=False if is_api else spec.get("respect_robots"))
 
     serp_cfg = checker.config.serp
@@ -483,7 +484,7 @@ async def search_now(config: Any, term: str, *, engine_name: str, locale: str = 
             BrowserFetcher(executable=config.browser.executable, timeout_s=config.browser.timeout_s) as browser:
         async def fetch_page(url: str) -> Page:
             if mode == "browser":
-                return await browser.fetch(url, context_key=f"serp:{engine_name}")
+                return await browser.fetch(url, context_key=f"serp:{engine_name}", device=device)
             return await http.fetch(url)
 
         gate = engine_gate(engine_name, 1)
