@@ -18,6 +18,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
 from tracker.config import Config
 from tracker.db import Database
@@ -151,10 +152,27 @@ async def deliver_outbox() -> None:
     await asyncio.to_thread(send_reports, config, _RUNTIME["db"])
 
 
+class ResilientJobStore(SQLAlchemyJobStore):
+    """APScheduler 3 calls `get_next_run_time` from its event-loop wakeup without guarding it, so a
+    database blip there surfaces as a traceback and stops the wakeups. Say it in one line and look again
+    shortly instead (due jobs are already retried by APScheduler itself)."""
+
+    def get_next_run_time(self):  # type: ignore[no-untyped-def]
+        try:
+            return super().get_next_run_time()
+        except SQLAlchemyError as exc:
+            log.warning("job store unreachable (%s); looking again in %d s",
+                        str(exc).strip().splitlines()[0][:200], JOBSTORE_RETRY_S)
+            return datetime.now(UTC) + timedelta(seconds=JOBSTORE_RETRY_S)
+
+
+JOBSTORE_RETRY_S = 10
+
+
 def build_scheduler(config: Config, db: Database) -> AsyncIOScheduler:
     s = config.schedules
     scheduler = AsyncIOScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename="apscheduler_jobs")},
+        jobstores={"default": ResilientJobStore(engine=db.engine, tablename="apscheduler_jobs")},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": s.misfire_grace_s},
         timezone=config.tz)
     jitter = s.jitter_s or None

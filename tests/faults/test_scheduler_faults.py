@@ -268,3 +268,19 @@ def test_scheduled_jobs_use_the_dst_safe_trigger(tmp_path):
 
     jobs = dict(asyncio.run(go()))
     assert jobs["check:prices"] == jobs["report"] == "CronSchedule"
+
+
+def test_job_store_unreachable_at_wakeup_is_one_warning_and_a_retry_not_a_traceback(caplog):
+    from sqlalchemy import create_engine
+
+    from tracker.scheduler import JOBSTORE_RETRY_S, ResilientJobStore
+
+    store = ResilientJobStore(engine=create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none",
+                                                   connect_args={"connect_timeout": 2}))
+    before = datetime.now(UTC)
+    with caplog.at_level("WARNING", logger="tracker.scheduler"):
+        retry_at = store.get_next_run_time()
+    assert before + timedelta(seconds=JOBSTORE_RETRY_S - 1) <= retry_at <= datetime.now(UTC) + timedelta(
+        seconds=JOBSTORE_RETRY_S)
+    (record,) = [r for r in caplog.records if "job store unreachable" in r.getMessage()]
+    assert record.exc_info is None
