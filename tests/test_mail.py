@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import socket
 import ssl
-import uuid
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
@@ -38,7 +37,6 @@ from tracker.models import OutboxMessage
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
 PASSWORD = "s3cr3t-Pa55-\u00e9t\u00e9-7781"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,28 +110,10 @@ def smtp_config(port: int, tmp_path: Path, **kw) -> EmailConfig:
 # Databases
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"tracker_mail_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def open_db(kind: str, tmp_path: Path, request) -> Database:
     if kind == "sqlite":
         return Database.open(f"sqlite:///{tmp_path / 'tracker.db'}")
-    db = Database.open(request.getfixturevalue("pg_url"))
-    with db.session() as s:
-        s.execute(OutboxMessage.__table__.delete())
-    return db
+    return Database.open(request.getfixturevalue("pg_url"))  # a fresh database (tests/conftest.py)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
@@ -25,7 +24,6 @@ from tracker.mail import build_message, deliver_pending, enqueue
 from tracker.models import OutboxMessage
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 SENDER = """
 import sys
@@ -76,31 +74,6 @@ class BlockingServer:
         return [str(email.message_from_bytes(c, policy=policy.default)["Message-ID"]) for c in self.received]
 
 
-@pytest.fixture(scope="module")
-def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"tracker_mail_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tracker.db'}"
-    url = request.getfixturevalue("pg_url")
-    db = Database.open(url)
-    with db.session() as s:
-        s.execute(OutboxMessage.__table__.delete())
-    db.close()
-    return url
 
 
 @pytest.mark.parametrize("accept_first", [False, True], ids=["killed-before-250", "killed-after-250"])
