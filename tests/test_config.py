@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tracker.config import load_config, parse_config, redacted
 from tracker.errors import ConfigError
@@ -113,33 +111,6 @@ def test_validate_command_names_file_line_and_field(tmp_path):
     assert proc.returncode == 2
     assert f"{path}:8:14: rivals[0].products[2].url: 'htp://x' is not an http(s) URL" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-yaml_ish = st.text(alphabet=st.sampled_from(list("abc:-[]{}'\"\n #&*!|>%@`\t,?0123456789$")), max_size=200)
-
-
-@settings(max_examples=1500, deadline=None)
-@given(yaml_ish)
-def test_any_text_gives_a_config_or_a_config_error_never_a_traceback(text):
-    try:
-        parse_config(text, source="fuzz.yaml", env={})
-    except ConfigError as exc:
-        assert exc.problems and all(p.startswith("fuzz.yaml") for p in exc.problems)
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(
-                        st.sampled_from(["rivals", "name", "products", "url", "email", "to", "http",
-                                         "selectors", "price", "timezone", "schedules", "x"]), c, max_size=4),
-                    max_leaves=20))
-def test_any_structure_gives_a_config_or_a_config_error(data):
-    import yaml as pyyaml
-
-    try:
-        parse_config(pyyaml.safe_dump(data), source="fuzz.yaml", env={})
-    except ConfigError as exc:
-        assert exc.problems
 
 
 def test_database_url_from_the_environment_overrides_the_file():
