@@ -9,7 +9,7 @@
   (SMTP passwords in delivery errors and logs: tests/test_mail.py::test_password_never_appears_in_last_error_or_logs
   and ::test_password_echoed_back_by_the_server_is_scrubbed_from_errors; database passwords in connection
   errors: tests/faults/test_database_faults.py. Malformed YAML never gives a traceback: the hypothesis fuzz
-  in tests/test_config.py.)
+  in tests/faults/test_config_fuzz.py.)
 """
 
 from __future__ import annotations
