@@ -100,11 +100,6 @@ class AlertsConfig(_Strict):
     chat: list[str] = Field([], description="Apprise URLs (slack://, msteams://, tgram://, json://...)")
 
 
-def alerts_config(config: Config) -> AlertsConfig:
-    value = getattr(config, "alerts", None)
-    return value if isinstance(value, AlertsConfig) else AlertsConfig.model_validate(value or {})
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Matching
 
@@ -232,7 +227,7 @@ def queue_alerts(config: Config, db: Database, *, now: datetime | None = None) -
     from tracker.mail import enqueue
     from tracker.report import Formatter
 
-    settings = alerts_config(config)
+    settings = config.alerts
     if not settings.rules:
         return []
     fmt = Formatter(config.locale, config.tz)
@@ -279,7 +274,7 @@ def deliver_chat(config: Config, db: Database, *, now: datetime | None = None, m
     delivered it, else retry later with the e-mail outbox's backoff. Returns how many were sent."""
     from tracker.mail import backoff
 
-    settings = alerts_config(config)
+    settings = config.alerts
     now = now or datetime.now(UTC)
     with db.session() as session:
         due = session.execute(
