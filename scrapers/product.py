@@ -58,6 +58,8 @@ class Doc:
     meta: dict[str, str] = field(default_factory=dict)
     h1_ancestors: set[int] = field(default_factory=set)
     h1_node: Any = None
+    pos: dict[int, int] = field(default_factory=dict)  # element -> document position (set by _raw_candidates)
+    first_after_h1: int | None = None  # position of the first price-like element after the heading
     ctx_cache: dict[int, tuple[bool, bool]] = field(default_factory=dict)
     _text: str | None = None
 
@@ -607,7 +609,52 @@ def _raw_candidates(doc: Doc) -> tuple[list[_Raw], tuple[int, int] | None]:
     raw.sort(key=lambda r: r.order)
     for i, r in enumerate(raw):
         r.index = i
+    doc.pos = pos
+    doc.first_after_h1 = None
+    if anchor is not None:
+        doc.first_after_h1 = next((r.order for r in raw if r.order >= anchor[1]), None)
     return raw, anchor
+
+
+# class words of a block that moves pictures or cards sideways: the product's own gallery as often as a
+# strip of other products, unlike "related", "recommend", "also bought"
+_GALLERY_WORDS = frozenset(("carousel", "slider", "swiper"))
+_NOT_A_PRICE_NUMBER = re.compile(r"\d[\d.,'\u00a0 ]*\d\s?%|\d\s?%")
+
+
+def _titles_own_gallery_price(doc: Doc, node) -> bool:
+    """A price inside a carousel / slider block that is the product's, not a strip of other products: the
+    block is the first thing priced after the heading, holds this price alone (with at most its struck regular
+    price), and no ancestor has a word for other products ("related", "also bought") or is a footer / nav.
+    A strip of other products shows several prices, and comes after the product's own price."""
+    first = doc.first_after_h1
+    if first is None:
+        return False
+    block = None
+    p = node.parent
+    while p is not None and p.tag not in ("body", "html"):
+        if p.tag in ("footer", "nav", "aside"):
+            return False
+        if doc.h1_ancestors and p.mem_id in doc.h1_ancestors:
+            break  # the heading's own containers are never unrelated blocks
+        cls = _node_classes(p)
+        if cls:
+            words = {m.group(0).lower() for m in _BAD_CONTEXT.finditer(cls)}
+            if words:
+                if not words <= _GALLERY_WORDS:
+                    return False
+                block = p
+        p = p.parent
+    if block is None:
+        return False
+    start = doc.pos.get(block.mem_id)
+    if start is None or start > first:
+        return False  # another price comes between the heading and this block
+    text = block.text(deep=True)
+    if not text or len(text) > 400:
+        return False
+    text = _NOT_A_PRICE_NUMBER.sub(" ", text)  # "-50%" badges
+    return len({n.strip(" .,'") for n in _NUMBERS.findall(text)}) <= 2
 
 
 def _strike_of(r: _Raw, sc: int, before: str) -> bool:
@@ -664,6 +711,9 @@ def _candidate(doc: Doc, r: _Raw, anchor: tuple[int, int] | None) -> Candidate:
     bad = hidden = False
     if node.parent is not None:
         bad, hidden = _ancestor_flags(node.parent, doc.h1_ancestors, doc.ctx_cache)
+    if bad and anchor is not None and doc.first_after_h1 is not None \
+            and 0 <= r.order - doc.first_after_h1 <= 8 and _titles_own_gallery_price(doc, node):
+        bad = False  # the product's own gallery / price slider right under its title
     if bad:
         score -= 4
     if hidden:

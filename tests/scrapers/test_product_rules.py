@@ -568,3 +568,34 @@ def test_promotions_multibuy_coupon_and_end_date():
             '<p class="promo">Use code SPRING10 - offer ends 31/05/2024</p>')
     p = extract_product(_pg(body), URL)
     assert "2x1" in p.promotions and p.coupon == "SPRING10" and p.promotion_ends == "31/05/2024"
+
+
+# a product grid without class words, with a lower price, after the product's own slider block
+_CARDS = ('<div class="grid"><a class="card"><span class="t">Gizmo</span><div class="item-price">'
+          '<span class="item-price-new">12,00 €</span></div></a><a class="card"><span class="t">Gadget</span>'
+          '<div class="item-price"><span class="item-price-new">35,00 €</span></div></a></div>')
+
+
+def test_price_in_slider_block_right_under_the_title_is_the_products():
+    """Signal: a carousel / slider block that is the first thing priced after the heading and holds only that
+    price (and its struck regular price) is the product's own gallery / price box, not a strip of others."""
+    body = ('<div class="row"><h1>Widget Pro</h1><div><div class="sticker">-50%</div>'
+            '<div class="hero-slider-price"><span class="slider-pricenew">270,00 €</span><br>'
+            '<span class="slider-priceold">540,00 €</span></div><a href="#" class="cta">Kupi</a></div>'
+            '<div class="slider-holder"><img src="1.jpg"></div></div>'
+            '<article><p>' + 'Description of the widget. ' * 30 + '</p></article>' + _CARDS)
+    p = extract_product(_pg(body, lang="hr"), "https://shop.example.hr/widget-pro")
+    assert (p.price, p.regular_price) == (Decimal("270.00"), Decimal("540.00"))
+
+
+@pytest.mark.parametrize("block", [
+    # a strip of several products right under the title: several prices in the block
+    '<div class="slider"><div class="s"><span class="price">270,00 €</span></div>'
+    '<div class="s"><span class="price">99,00 €</span></div><div class="s"><span class="price">45,00 €</span></div></div>',
+    # one product, but the block says it is another one ("related")
+    '<div class="related-slider"><span class="price">270,00 €</span></div>',
+])
+def test_trap_strip_of_other_products_right_under_the_title_stays_unrelated(block):
+    body = '<main><h1>Widget Pro</h1>' + block + '<p>Call us for a quote.</p></main>'
+    p = extract_product(_pg(body, lang="hr"), "https://shop.example.hr/widget-pro")
+    assert p.price is None
