@@ -17,3 +17,44 @@ def test_processes_starting_together_on_a_new_database_all_migrate_it(backend, r
                               text=True) for _ in range(4)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in results]
+
+
+def test_head_revision_names_the_newest_migration():
+    """A start-up skips alembic when the database is stamped HEAD_REVISION: it must be alembic's head."""
+    from alembic.script import ScriptDirectory
+
+    from tracker.db import HEAD_REVISION, MIGRATIONS
+
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == HEAD_REVISION
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_current_database_opens_without_loading_alembic(backend, request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'current.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    from tracker.db import Database
+
+    Database.open(url).close()  # creates and migrates it
+    reopen = ("import sys; from tracker.db import Database; Database.open(sys.argv[1]).close(); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    out = subprocess.run([sys.executable, "-c", reopen, url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_database_behind_head_is_migrated(tmp_path):
+    """An older stamp (a database from before the newest migration) still gets the missing migrations."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from tracker.db import Database
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Database.open(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE dispatches"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002_matches'"))
+    Database.open(url).close()
+    assert "dispatches" in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003_dispatches"
+    engine.dispose()

@@ -56,12 +56,17 @@ def check(config: ConfigOpt = DEFAULT_CONFIG,
           as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False) -> None:
     """Run one pass now over all targets (or one rival's) and print a summary."""
     from tracker.app import check_once
-    from tracker.queue import broker_url, check_distributed
+    from tracker.config import broker_url
 
     cfg = _load(config)
     db = _open(cfg)
     # With a broker configured the pass runs on the workers; the summary is the same.
-    runner = check_distributed if broker_url(cfg) else check_once
+    if broker_url(cfg):
+        from tracker.queue import check_distributed
+
+        runner = check_distributed
+    else:
+        runner = check_once
     with Progress(TextColumn("[bold]checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
         task = progress.add_task("check", total=None)
@@ -69,7 +74,7 @@ def check(config: ConfigOpt = DEFAULT_CONFIG,
             cfg, db, rival=rival,
             on_start=lambda n: progress.update(task, total=n),
             on_result=lambda _r: progress.advance(task)))
-    if runner is check_distributed and summary.changes:
+    if runner is not check_once and summary.changes:
         from tracker.app import send_alerts
 
         send_alerts(cfg, db)  # in one process check_once does this itself

@@ -575,3 +575,10 @@ def redacted(config: Config) -> dict[str, Any]:
         return node
 
     return walk(data)
+
+
+def broker_url(config: Config) -> str | None:
+    """The configured broker: `queue.broker`, else $TRACKER_BROKER_URL, else None (in-process).
+
+    Here rather than in tracker.queue so that a command can ask without importing Dramatiq and Redis."""
+    return config.queue.broker or os.environ.get("TRACKER_BROKER_URL") or None

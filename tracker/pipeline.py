@@ -203,7 +203,7 @@ class Checker:
         """
         if target is None or target.id != target_id:
             target = await self._in_db(lambda: self._load(target_id))
-        observe = OBSERVERS.get(target.kind)
+        observe = observer_for(target.kind)
         if observe is None:
             observed, via = Observed("failed", f"no observer for target kind {target.kind!r}"), None
         else:
@@ -357,5 +357,13 @@ def register_observer(kind: str, observer: Observer) -> Observer:
     return observer
 
 
-# Modules of the other target kinds register themselves on import.
-import tracker.kinds  # noqa: E402,F401
+
+def observer_for(kind: str) -> Observer | None:
+    """The observer of a target kind, importing the kind's module (tracker.kinds) on first use."""
+    observe = OBSERVERS.get(kind)
+    if observe is None:
+        from tracker import kinds
+
+        if kinds.load(kind):
+            observe = OBSERVERS.get(kind)
+    return observe

@@ -62,7 +62,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from scrapers.browser import BrowserFetcher
 from scrapers.fetch import HttpFetcher, Politeness, domain_key
-from tracker.config import Config
+from tracker.config import Config, broker_url  # noqa: F401 - broker_url is part of this module's API
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.lease import DbLease, holder_id
@@ -105,11 +105,6 @@ def queue_settings(config: Config | None = None, **overrides: Any) -> QueueSetti
             values[f.name] = type(f.default)(value)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return QueueSettings(**values)
-
-
-def broker_url(config: Config) -> str | None:
-    """The configured broker: `queue.broker`, else $TRACKER_BROKER_URL, else None (in-process)."""
-    return config.queue.broker or os.environ.get("TRACKER_BROKER_URL") or None
 
 
 def queue_for(kind: str, spec: dict[str, Any] | None) -> str:

@@ -232,6 +232,9 @@ SECTION_BUILDERS: dict[str, SectionBuilder] = {}
 
 def collect(session: Session, config: Config, *, now: datetime | None = None, charts: bool = True) -> ReportData:
     """Gather the changes not yet reported, grouped by rival and product, as plain data."""
+    from tracker import kinds
+
+    kinds.load_all()  # their report sections register on import
     now = now or datetime.now(UTC)
     fmt = Formatter(config.locale, config.tz)
     rows = session.execute(

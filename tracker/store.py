@@ -85,6 +85,17 @@ DIFFERS: dict[str, Callable[[Observed | None, Observed, Rules], list[ChangeData]
 }
 
 
+def differ_for(kind: str) -> Callable[[Observed | None, Observed, Rules], list[ChangeData]] | None:
+    """The differ of a target kind, importing the kind's module (tracker.kinds) on first use."""
+    differ = DIFFERS.get(kind)
+    if differ is None:
+        from tracker import kinds
+
+        if kinds.load(kind):
+            differ = DIFFERS.get(kind)
+    return differ
+
+
 @dataclass(frozen=True)
 class Recorded:
     """The outcome of record_check."""
@@ -142,7 +153,7 @@ def record_check(session: Session, target_id: int, slot: datetime, observed: Obs
     else:
         latest = conn.execute(_LATEST, {"p_tid": target_id}).first()
         if observed.status == "ok":
-            differ = DIFFERS.get(kind)
+            differ = differ_for(kind)
             if differ is not None:
                 previous_ok = conn.execute(_OBSERVATION, {"p_oid": latest.id}).first() \
                     if latest is not None and latest.status == "ok" \
