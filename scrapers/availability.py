@@ -6,7 +6,7 @@ import re
 
 from .types import Availability
 
-__all__ = ["normalize_availability", "availability_from_text", "OUT_OF_STOCK_RE", "IN_STOCK_RE"]
+__all__ = ["normalize_availability", "availability_from_text", "states_out_of_stock", "OUT_OF_STOCK_RE", "BACK_IN_STOCK_ALERT_RE", "IN_STOCK_RE"]
 
 _SCHEMA = {
     "instock": Availability.IN_STOCK,
@@ -25,6 +25,9 @@ _SCHEMA = {
     "not available": Availability.OUT_OF_STOCK,
     "false": Availability.OUT_OF_STOCK,
     "soldout": Availability.SOLD_OUT,
+    "sold": Availability.SOLD_OUT,  # a classified ad's status: "Status: SOLD"
+    "not sold": Availability.IN_STOCK,  # ... and "Status: NOT SOLD", still for sale
+    "unsold": Availability.IN_STOCK,
     "sold_out": Availability.SOLD_OUT,
     "sold out": Availability.SOLD_OUT,
     "discontinued": Availability.DISCONTINUED,
@@ -70,27 +73,28 @@ _OOS_PHRASES = [
     # en
     r"out[\s-]of[\s-]stock", r"sold[\s-]?out", r"currently unavailable", r"no longer available",
     r"not available(?! (?:for|in|to|at|on))", r"temporarily unavailable", r"no stock", r"unavailable",
+    r"not (?:currently |presently )?in stock", r"no longer in stock", r"not (?:currently|presently) available",
     r"item is no longer", r"this item has ended", r"discontinued",
     # es / pt / it / fr / de / nl
     r"agotad[oa]s?", r"sin stock", r"sin existencias", r"no disponible", r"fuera de stock",
     r"esgotad[oa]", r"indispon[ií]vel", r"sem estoque", r"fora de estoque", r"n[ãa]o dispon[ií]vel",
     r"esaurit[oa]", r"non disponibile", r"non disponible", r"[ée]puis[ée]e?", r"rupture de stock",
     r"plus disponible", r"en rupture", r"(?:actuellement |temporairement )?indisponible", r"momentaneamente non disponibile",
-    r"temporalmente agotado", r"no hay stock", r"sem stock", r"nenhum stock", r"ausverkauft", r"nicht verf[üu]gbar", r"nicht lieferbar",
+    r"temporalmente agotado", r"no hay stock", r"no est[áa] disponible", r"sem stock", r"nenhum stock", r"ausverkauft", r"nicht verf[üu]gbar", r"nicht lieferbar",
     r"nicht (?:mehr )?auf lager", r"derzeit nicht", r"uitverkocht", r"niet (?:meer )?(?:op voorraad|leverbaar|beschikbaar)",
     # nordic / baltic / central & eastern europe
-    r"slutsåld", r"udsolgt", r"utsolgt", r"loppuunmyyty", r"ei varastossa", r"tilapäisesti loppu",
+    r"slutsåld", r"slut i lager", r"(?:ej|inte) i lager", r"ikke på lager", r"udsolgt", r"utsolgt", r"loppuunmyyty", r"ei varastossa", r"tilapäisesti loppu",
     r"brak w magazynie", r"niedostępny", r"wyprzedan[ya]", r"vyprodáno", r"není skladem", r"nie je skladom",
-    r"vypredané", r"elfogyott", r"nincs készleten", r"stoc epuizat", r"indisponibil", r"nu este în stoc",
-    r"rasprodano", r"nije dostupno", r"nema na zalihi", r"razprodano", r"ni na zalogi", r"išparduota",
-    r"nav noliktavā", r"izpārdots", r"otsas", r"laost otsas", r"pole saadaval", r"tükendi", r"stokta yok",
+    r"vypredané", r"elfogyott", r"nincs készleten", r"stoc epuizat", r"indisponibil", r"nu (?:este|e) [îi]n stoc",
+    r"rasprodano", r"nije dostup(?:an|no|na)", r"nema na zalihi", r"nije na zalihi", r"nema na stanju", r"razprodano", r"ni na zalogi", r"išparduota", r"nėra sandėlyje",
+    r"nav noliktavā", r"izpārdots", r"otsas", r"laost otsas", r"pole (?:hetkel |enam )?saadaval", r"tükendi", r"stokta yok",
     r"εξαντλήθηκε", r"μη διαθέσιμο",
     # cyrillic
     r"нет в наличии", r"немає в наявності", r"распродано", r"товар закончился", r"закончился",
-    r"нет на складе", r"отсутствует", r"няма наличност", r"изчерпан",
+    r"нет на складе", r"нет в продаже", r"отсутствует", r"няма наличност", r"изчерпан",
     # cjk / other
     r"在庫切れ", r"売り切れ", r"品切れ", r"缺货", r"缺貨", r"售罄", r"已售完", r"售完", r"품절", r"일시품절",
-    r"재고 ?없음", r"สินค้าหมด", r"hết hàng", r"stok habis", r"habis", r"אזל מהמלאי", r"אזל", r"نفدت الكمية",
+    r"재고 ?없음", r"สินค้าหมด", r"hết hàng", r"stok habis", r"habis", r"אזל מהמלאי", r"אזל", r"(?:אינו|לא|חסר) במלאי", r"نفدت الكمية",
     r"غير متوفر", r"نفذت الكمية", r"ناموجود",
 ]
 OUT_OF_STOCK_RE = re.compile(r"(?<![\w-])(?:" + "|".join(_OOS_PHRASES) + r")(?![\w-])", re.I)
@@ -107,6 +111,16 @@ _IN_PHRASES = [
 IN_STOCK_RE = re.compile(r"(?<![\w-])(?:" + "|".join(_IN_PHRASES) + r")(?![\w-])", re.I)
 _NEGATED_IN = re.compile(r"\b(?:not|no|nicht|non|pas|sin|sem|nie|ne|не|нет)\s+(?:\w+\s+)?$", re.I)
 
+
+# "tell me when it is back": offered only for a product that cannot be bought now
+BACK_IN_STOCK_ALERT_RE = re.compile(
+    r"notify me|email me when|e-mail me when|alert me when|back in stock|when (?:it is |it's )?available again|"
+    r"benachrichtig|wieder verfügbar|avísame|avisame|av[íi]seme|m'avertir|me prévenir|prévenez-moi|"
+    r"m'alerter|avvisami|avvertimi|avise-me|me avise|powiadom|upozornit|értesítsen|anunță-mă|anunta-ma|"
+    r"сообщить о поступлении|уведомить о поступлении|сообщить о наличии|入荷お知らせ|入荷通知|到货通知|"
+    r"재입고 알림",
+    re.I,
+)
 
 _WEAK_BEFORE = re.compile(
     r"(?:image|imagen|bild|photo|foto|picture|colou?r|size|talla|taille|größe|taglia|tamanho|delivery|shipping|"
@@ -134,3 +148,14 @@ def availability_from_text(text: str | None, *, strict: bool = False) -> Availab
     if m and not _NEGATED_IN.search(t[: m.start()]):
         return Availability.IN_STOCK
     return None
+
+
+def states_out_of_stock(text: str | None) -> bool:
+    """Whether a (long) visible text says somewhere that a product is out of stock, ignoring the words
+    about an image, a colour, a size or a delivery option (as `availability_from_text(strict=True)`)."""
+    if not text:
+        return False
+    for m in OUT_OF_STOCK_RE.finditer(text):
+        if not _WEAK_BEFORE.search(text[max(0, m.start() - 40):m.start()]):
+            return True
+    return False

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
-from .availability import availability_from_text, normalize_availability
+from .availability import BACK_IN_STOCK_ALERT_RE, availability_from_text, normalize_availability, states_out_of_stock
 from .prices import _iso_codes, country_for, currency_for_country, decimal_hint_for, parse_machine_amount, parse_price
 from .promotions import find_coupon, find_sale_end, is_badge_text, is_free_shipping, normalize_badge
 from .structured import Record, jsonld_records, meta_records, microdata_records, state_records
@@ -61,6 +61,7 @@ class Doc:
     pos: dict[int, int] = field(default_factory=dict)  # element -> document position (set by _raw_candidates)
     first_after_h1: int | None = None  # position of the first price-like element after the heading
     ctx_cache: dict[int, tuple[bool, bool]] = field(default_factory=dict)
+    disabled_buy: bool = False  # a disabled add-to-cart button for the main product (set by _buy_button)
     _text: str | None = None
 
     def visible_text(self) -> str:
@@ -1000,6 +1001,9 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     elif not avail.buyable:
         if buy and avail_v != Availability.OUT_OF_STOCK:
             avail = Availability.IN_STOCK
+        elif avail_v is None and buy is None and not doc.disabled_buy \
+                and _shown_as_current(price, cands) and not _stock_word_near_title(doc, text):
+            avail = None  # stale markup: the page shows the price and says nothing of the product being gone
     f["name"] = name
 
     product = Product(
@@ -1011,6 +1015,22 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     if selectors is not None and selectors.any():
         product = _apply_selectors(product, doc, selectors)
     return product
+
+
+def _shown_as_current(price: Decimal | None, cands: list[Candidate]) -> bool:
+    """The page shows `price` as the product's price: a plain (not struck) copy of it that scores as the
+    main price does (price element or currency mark, by the title)."""
+    if price is None:
+        return False
+    return any(c.amount == price and not c.strike and not c.multi and not c.bad and c.score >= 5 for c in cands)
+
+
+def _stock_word_near_title(doc: Doc, text: str) -> bool:
+    """Any word of the product being gone around the title: "out of stock", "sold out", "notify me when
+    back in stock", in any language the stock rules know."""
+    start = text.find(doc.h1) if doc.h1 else -1
+    window = text[max(0, start - 1000):start + 10000] if start >= 0 else text[:20000]
+    return states_out_of_stock(window) or bool(BACK_IN_STOCK_ALERT_RE.search(window))
 
 
 def _decimal_or_none(v: Any) -> Decimal | None:
@@ -1188,6 +1208,7 @@ def _buy_button(doc: Doc) -> bool | None:
             continue
         cls = (a.get("class") or "").lower()
         if "disabled" in a or "disabled" in cls or a.get("aria-disabled") == "true":
+            doc.disabled_buy = True
             if availability_from_text(text, strict=True) == Availability.OUT_OF_STOCK:
                 seen_oos = True  # "Add to cart – sold out", disabled
             continue

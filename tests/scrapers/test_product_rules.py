@@ -599,3 +599,47 @@ def test_trap_strip_of_other_products_right_under_the_title_stays_unrelated(bloc
     body = '<main><h1>Widget Pro</h1>' + block + '<p>Call us for a quote.</p></main>'
     p = extract_product(_pg(body, lang="hr"), "https://shop.example.hr/widget-pro")
     assert p.price is None
+
+
+# ---------------------------------------------------------------- stock: markup vs. what the page shows
+
+@pytest.mark.parametrize("text", ["המוצר אינו במלאי", "Vabandame, antud toode pole hetkel saadaval.", "Not in stock",
+                                  "Proizvod nije dostupan", "Ej i lager", "Nu este in stoc", "Нет в продаже"])
+def test_more_out_of_stock_statements(text):
+    assert availability_from_text(text, strict=True) == Availability.OUT_OF_STOCK
+
+
+@pytest.mark.parametrize(("value", "expected"), [("SOLD", Availability.SOLD_OUT), (" NOT SOLD ", Availability.IN_STOCK)])
+def test_classified_ad_status_values(value, expected):
+    assert normalize_availability(value) == expected
+
+
+_PDP = ('<h1>Widget Pro</h1><div class="buy-box"><p class="price">$17.49</p>{extra}</div>'
+        '<p>' + 'About this widget. ' * 20 + '</p>')
+
+
+def test_stale_out_of_stock_markup_on_a_page_that_shows_the_price_and_no_stock_word():
+    """Signal: markup says OutOfStock, but the page shows the price as the product's and nowhere says the
+    product is gone (no stock text, no sold-out or disabled buy button): the markup is not what the buyer
+    sees, so the status is left unknown rather than reported as out of stock."""
+    ld = _ld(price="17.49", availability="https://schema.org/OutOfStock")
+    p = extract_product(_pg(_PDP.format(extra='<div class="store">Check in-store stock</div>'), ld=ld), URL)
+    assert p.price == Decimal("17.49") and p.availability is None
+
+
+@pytest.mark.parametrize("extra", [
+    '<p>Email me when back in stock</p>',
+    '<p class="note">Sorry, this item is sold out</p>',
+    '<button class="add-to-cart" disabled>Add to cart</button>',
+    '<div>המוצר אינו במלאי</div>',
+])
+def test_trap_out_of_stock_markup_confirmed_by_the_page(extra):
+    ld = _ld(price="17.49", availability="https://schema.org/OutOfStock")
+    p = extract_product(_pg(_PDP.format(extra=extra), ld=ld), URL)
+    assert p.availability == Availability.OUT_OF_STOCK
+
+
+def test_trap_out_of_stock_markup_on_a_page_without_a_shown_price():
+    ld = _ld(price="0", availability="https://schema.org/OutOfStock")
+    body = '<h1>Widget Pro</h1><p>' + 'About this widget. ' * 20 + '</p>'
+    assert extract_product(_pg(body, ld=ld), URL).availability == Availability.OUT_OF_STOCK
