@@ -45,16 +45,18 @@ def test_a_database_behind_head_is_migrated(tmp_path):
     """An older stamp (a database from before the newest migration) still gets the missing migrations."""
     from sqlalchemy import create_engine, inspect, text
 
-    from tracker.db import Database
+    from tracker.db import HEAD_REVISION, Database
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     Database.open(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE dispatches"))
+        conn.execute(text("ALTER TABLE targets DROP COLUMN page_digest"))
         conn.execute(text("UPDATE alembic_version SET version_num = '0002_matches'"))
     Database.open(url).close()
     assert "dispatches" in inspect(engine).get_table_names()
+    assert "page_digest" in {c["name"] for c in inspect(engine).get_columns("targets")}
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003_dispatches"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
     engine.dispose()

@@ -119,6 +119,9 @@ class Target(Base):
     next_due_at: Mapped[datetime | None]
     fail_streak: Mapped[int] = mapped_column(Integer, default=0)
     failing_since: Mapped[datetime | None]
+    # Digest of the page (and extractor) behind the latest observation, when that page was read over HTTP
+    # and gave an `ok` observation: the same page fetched again extends the observation unparsed.
+    page_digest: Mapped[str | None] = mapped_column(String(32))
 
     rival: Mapped[Rival | None] = relationship(back_populates="targets")
 

@@ -8,16 +8,20 @@ the same coroutine runs in `tracker check`, under the scheduler, and inside a di
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from scrapers.blocked import detect_block
@@ -27,13 +31,11 @@ from scrapers.fetch import HttpFetcher, Page, Politeness
 from scrapers.product import extract_product
 from scrapers.types import Product, Selectors
 from tracker.config import Config
-from sqlalchemy.exc import OperationalError
-
 from tracker.db import Database
 from tracker.errors import DatabaseError
 from tracker.diff import Rules
 from tracker.models import Rival, Run, Target
-from tracker.store import Observed, record_check
+from tracker.store import Observed, PageChanged, record_check
 from tracker.targets import TargetRef
 
 T = TypeVar("T")
@@ -51,6 +53,7 @@ class TargetSpec:
     name: str | None
     rival: str | None
     spec: dict[str, Any]
+    page_digest: str | None = None   # of the page behind the latest observation (see observe_product)
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,13 @@ class Checker:
         """
         if target is None or target.id != target_id:
             target = await self._in_db(lambda: self._load(target_id))
+        try:
+            return await self._check(target, slot)
+        except PageChanged:
+            # Another process recorded a different page since `target` was loaded: parse this time.
+            return await self._check(replace(target, page_digest=None), slot)
+
+    async def _check(self, target: TargetSpec, slot: datetime) -> CheckResult:
         observe = observer_for(target.kind)
         if observe is None:
             observed, via = Observed("failed", f"no observer for target kind {target.kind!r}"), None
@@ -228,7 +238,7 @@ class Checker:
                 raise LookupError(f"target {target_id} does not exist")
             rival = session.get(Rival, row.rival_id) if row.rival_id else None
             return TargetSpec(row.id, row.kind, row.url, row.name, rival.name if rival else None,
-                              dict(row.spec or {}))
+                              dict(row.spec or {}), row.page_digest)
 
     def _load_many(self, target_ids: list[int]) -> dict[int, TargetSpec]:
         """The rows of many targets in a few queries (missing ids are left out: check() reports them)."""
@@ -237,10 +247,11 @@ class Checker:
             for start in range(0, len(target_ids), 500):
                 chunk = target_ids[start:start + 500]
                 rows = session.execute(
-                    select(Target.id, Target.kind, Target.url, Target.name, Rival.name, Target.spec)
+                    select(Target.id, Target.kind, Target.url, Target.name, Rival.name, Target.spec,
+                           Target.page_digest)
                     .outerjoin(Rival, Rival.id == Target.rival_id).where(Target.id.in_(chunk)))
-                for tid, kind, url, name, rival, spec in rows:
-                    found[tid] = TargetSpec(tid, kind, url, name, rival, dict(spec or {}))
+                for tid, kind, url, name, rival, spec, digest in rows:
+                    found[tid] = TargetSpec(tid, kind, url, name, rival, dict(spec or {}), digest)
         return found
 
     # -- a pass -------------------------------------------------------------------------------------------
@@ -287,6 +298,33 @@ class Checker:
 # ------------------------------------------------------------------------------------------------------
 # Observers: target kind -> coroutine(checker, target) -> (Observed, via). A new kind registers here.
 
+_EXTRACTOR_DIGEST: bytes | None = None
+
+
+def _extractor_digest() -> bytes:
+    """A digest of the extraction code (every module of `scrapers`): a page digest made with it stops
+    matching when the extractor changes, so an upgrade re-reads unchanged pages."""
+    global _EXTRACTOR_DIGEST
+    if _EXTRACTOR_DIGEST is None:
+        import scrapers
+
+        h = hashlib.blake2b(digest_size=16)
+        for path in sorted(Path(scrapers.__file__).parent.glob("*.py")):
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        _EXTRACTOR_DIGEST = h.digest()
+    return _EXTRACTOR_DIGEST
+
+
+def page_digest(page: Page, selectors: dict[str, Any] | None) -> str:
+    """Everything an observation of an HTTP page depends on: the extractor, the target's selectors, the
+    final URL, the status and the body."""
+    h = hashlib.blake2b(_extractor_digest(), digest_size=16)
+    h.update(orjson.dumps(selectors or {}, option=orjson.OPT_SORT_KEYS))
+    h.update(f"\0{page.final_url}\0{page.status}\0".encode())
+    h.update(page.text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
 def observe_page(page: Page, product: Product | None = None, selectors: Selectors | None = None,
                  ) -> Observed:
     """Turn a fetched product page into an observation: blocked, failed, unextractable or ok."""
@@ -325,7 +363,14 @@ async def observe_product(checker: Checker, target: TargetSpec) -> tuple[Observe
             page = await checker.http.fetch(target.url, respect_robots=target.spec.get("respect_robots"))
         except FetchError as exc:
             return Observed("failed", exc.reason), "http"
+        digest = page_digest(page, target.spec.get("selectors"))
+        if digest == target.page_digest:
+            # Byte for byte the page behind the latest observation (and the same extractor): it would
+            # be parsed into the same observation, so it is not parsed again.
+            return Observed.unchanged_page(digest), "http"
         observed = observe_page(page, selectors=selectors)
+        if observed.status == "ok":
+            observed = replace(observed, page_digest=digest)
         # `auto` goes to the browser only when the page loaded but the value is not in its HTML.
         if mode == "http" or observed.status in ("ok", "failed") or (
                 observed.status == "blocked" and not observed.reason.startswith("challenge")):

@@ -39,6 +39,16 @@ class Observed:
     gtin: str | None = None
     rank: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    # Not part of what was seen (left out of the fingerprint): the digest of the page this came from (kept
+    # on the target so that the same page next time is not parsed again), and `same_page`: this check
+    # fetched a page with the digest the target already has, so it saw exactly what the latest
+    # observation holds, without parsing it (the other fields are empty then).
+    page_digest: str | None = None
+    same_page: bool = False
+
+    @classmethod
+    def unchanged_page(cls, page_digest: str) -> "Observed":
+        return cls("ok", page_digest=page_digest, same_page=True)
 
     def fingerprint(self) -> str:
         """Equal for two checks that saw the same thing (time-independent)."""
@@ -56,7 +66,12 @@ class Observed:
                    rank=row.rank, data=dict(row.data or {}))
 
 
-_OBSERVED_FIELDS = fields(Observed)
+_OBSERVED_FIELDS = tuple(f for f in fields(Observed) if f.name not in ("page_digest", "same_page"))
+
+
+class PageChanged(Exception):
+    """A `same_page` observation met a target whose page digest is no longer the one it was loaded with
+    (another process recorded a different page in between): the page must be parsed after all."""
 
 
 def _json_default(value: Any) -> Any:
@@ -113,17 +128,22 @@ _T, _O, _C = Target.__table__, Observation.__table__, Change.__table__
 _CLAIM = (update(_T)
           .where(_T.c.id == bindparam("p_tid"),
                  or_(_T.c.last_slot.is_(None), _T.c.last_slot < bindparam("p_slot", type_=_T.c.last_slot.type)))
-          .values(last_slot=bindparam("p_new_slot", type_=_T.c.last_slot.type))
+          .values(last_slot=bindparam("p_new_slot", type_=_T.c.last_slot.type),
+                  page_digest=bindparam("p_digest", type_=_T.c.page_digest.type))
           .returning(_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
+# The claim of a `same_page` check: only while the target still holds that page's digest.
+_CLAIM_SAME_PAGE = _CLAIM.where(_T.c.page_digest == bindparam("p_digest"))
+_SLOT_AND_DIGEST = select(_T.c.last_slot, _T.c.page_digest).where(_T.c.id == bindparam("p_tid"))
 _LATEST = (select(_O.c.id, _O.c.fingerprint, _O.c.status)
            .where(_O.c.target_id == bindparam("p_tid")).order_by(_O.c.id.desc()).limit(1))
-_EXTEND = (update(_O)
-           .where(_O.c.id == select(func.max(_O.c.id)).where(_O.c.target_id == bindparam("p_tid")).scalar_subquery(),
-                  _O.c.fingerprint == bindparam("p_fp"))
-           .returning(_O.c.id)
-           .values(last_seen_at=bindparam("p_now", type_=_O.c.last_seen_at.type),
-                   last_slot=bindparam("p_slot", type_=_O.c.last_slot.type),
-                   seen_count=_O.c.seen_count + 1))
+_EXTEND_LATEST = (update(_O)
+                  .where(_O.c.id == select(func.max(_O.c.id)).where(_O.c.target_id == bindparam("p_tid"))
+                         .scalar_subquery())
+                  .returning(_O.c.id)
+                  .values(last_seen_at=bindparam("p_now", type_=_O.c.last_seen_at.type),
+                          last_slot=bindparam("p_slot", type_=_O.c.last_slot.type),
+                          seen_count=_O.c.seen_count + 1))
+_EXTEND = _EXTEND_LATEST.where(_O.c.fingerprint == bindparam("p_fp"))
 _OBSERVATION = select(_O).where(_O.c.id == bindparam("p_oid"))
 _PREVIOUS_OK = (select(_O).where(_O.c.target_id == bindparam("p_tid"), _O.c.status == "ok")
                 .order_by(_O.c.id.desc()).limit(1))
@@ -138,7 +158,10 @@ def record_check(session: Session, target_id: int, slot: datetime, observed: Obs
                  rules: Rules = Rules()) -> Recorded:
     """Store one check of one target for one slot, idempotently. The caller commits."""
     conn = session.connection()
-    claimed = conn.execute(_CLAIM, {"p_tid": target_id, "p_slot": slot, "p_new_slot": slot}).first()
+    params = {"p_tid": target_id, "p_slot": slot, "p_new_slot": slot, "p_digest": observed.page_digest}
+    if observed.same_page:
+        return _record_same_page(conn, target_id, slot, observed, now=now, params=params)
+    claimed = conn.execute(_CLAIM, params).first()
     if claimed is None:
         return Recorded(duplicate=True)
     kind, streak_before, failing_since = claimed
@@ -180,3 +203,22 @@ def record_check(session: Session, target_id: int, slot: datetime, observed: Obs
             {"target_id": target_id, "observation_id": row_id, "kind": change.kind, "detected_at": now,
              "data": change.data} for change in changes])
     return Recorded(duplicate=False, observation_id=row_id, new_span=new_span, changes=tuple(changes))
+
+
+def _record_same_page(conn: Any, target_id: int, slot: datetime, observed: Observed, *, now: datetime,
+                      params: dict[str, Any]) -> Recorded:
+    """The page is the one behind the latest observation (same digest): extend that observation.
+
+    The latest observation of a target with a page digest is the `ok` one that page gave (the claim of
+    every other check overwrites the digest in the same transaction), so nothing else can change: no
+    diff, and the failure streak is already 0."""
+    claimed = conn.execute(_CLAIM_SAME_PAGE, params).first()
+    if claimed is None:
+        current = conn.execute(_SLOT_AND_DIGEST, {"p_tid": target_id}).first()
+        if current is not None and current.last_slot is not None and current.last_slot >= slot:
+            return Recorded(duplicate=True)
+        raise PageChanged(f"target {target_id}: page digest changed since the check started")
+    extended = conn.execute(_EXTEND_LATEST, {"p_tid": target_id, "p_now": now, "p_slot": slot}).first()
+    if extended is None:
+        raise PageChanged(f"target {target_id}: no observation to extend")
+    return Recorded(duplicate=False, observation_id=extended.id, new_span=False)
