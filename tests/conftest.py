@@ -30,6 +30,16 @@ def _pg_available() -> bool:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    yield from _pg_database()
+
+
+@pytest.fixture
+def pg_url2() -> Iterator[str]:
+    """A second fresh PostgreSQL database, for tests that compare two."""
+    yield from _pg_database()
+
+
+def _pg_database() -> Iterator[str]:
     if not _pg_available():
         pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 (.ci/run starts it)")
     name = f"tracker_test_{uuid.uuid4().hex[:10]}"

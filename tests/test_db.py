@@ -60,3 +60,47 @@ def test_a_database_behind_head_is_migrated(tmp_path):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
     engine.dispose()
+
+
+def _schema(engine) -> dict:  # type: ignore[no-untyped-def]
+    from sqlalchemy import inspect
+
+    i = inspect(engine)
+    out = {}
+    for t in sorted(i.get_table_names()):
+        out[t] = {
+            "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in i.get_columns(t)],
+            "indexes": sorted((x["name"], tuple(x["column_names"]), bool(x["unique"])) for x in i.get_indexes(t)),
+            "unique": sorted((x["name"], tuple(x["column_names"])) for x in i.get_unique_constraints(t)),
+            "primary_key": i.get_pk_constraint(t)["constrained_columns"],
+            "foreign_keys": sorted((tuple(x["constrained_columns"]), x["referred_table"],
+                                    tuple(x["referred_columns"]), str(x.get("options"))) for x in i.get_foreign_keys(t)),
+        }
+    return out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_new_database_created_from_the_models_has_the_schema_the_migrations_build(backend, request, tmp_path):
+    """Database.open creates a new database from the models and stamps it; replaying every migration on
+    another new database must give exactly the same tables, columns, types, defaults, keys and indexes."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from tracker.db import HEAD_REVISION, Database, alembic_config
+
+    if backend == "sqlite":
+        created_url, migrated_url = (f"sqlite:///{tmp_path / 'created.db'}", f"sqlite:///{tmp_path / 'migrated.db'}")
+    else:
+        created_url, migrated_url = request.getfixturevalue("pg_url"), request.getfixturevalue("pg_url2")
+    Database.open(created_url).close()
+    migrated = create_engine(migrated_url)
+    with migrated.begin() as conn:
+        cfg = alembic_config(migrated)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    created = create_engine(created_url)
+    assert _schema(created) == _schema(migrated)
+    with created.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+    created.dispose()
+    migrated.dispose()

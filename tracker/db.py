@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -146,15 +146,34 @@ def upgrade(engine: Engine) -> None:
 
 
 def _upgrade(engine: Engine) -> None:
-    from alembic import command
-
-    cfg = alembic_config(engine)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Two processes starting at once must not both run the migrations.
             conn.execute(text("SELECT pg_advisory_xact_lock(7411001)"))
+        if _create_new(conn):
+            return
+        from alembic import command
+
+        cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def _create_new(conn: Connection) -> bool:
+    """A database without any table gets the models' schema and alembic's stamp of HEAD_REVISION, as
+    alembic's cookbook advises, instead of replaying every migration (loading alembic, mako and pygments
+    cost more than the rest of a short first run). tests/test_db.py checks that both ways give one schema.
+    """
+    if inspect(conn).get_table_names():
+        return False
+    import tracker.models_catalog  # noqa: F401 - registers its tables
+    from tracker.models import Base
+
+    Base.metadata.create_all(conn)
+    conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                      "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))
+    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": HEAD_REVISION})
+    return True
 
 
 class Database:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     DateTime,
     ForeignKey,
     Index,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     LargeBinary,
     Numeric,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -211,3 +213,16 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+# Scale-out mode (tracker.queue): the slot each target is due for and when it was sent (migration 0003).
+dispatches = Table(
+    "dispatches", Base.metadata,
+    Column("target_id", Integer, ForeignKey("targets.id", ondelete="CASCADE"), primary_key=True),
+    Column("slot", UTCDateTime(timezone=True), nullable=False),
+    Column("queue", String(16), nullable=False),
+    Column("due_at", UTCDateTime(timezone=True), nullable=False, index=True),
+    Column("sent_at", UTCDateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("message_id", String(64)),
+)

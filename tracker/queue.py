@@ -47,11 +47,6 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq.middleware import AsyncIO, Middleware
 from sqlalchemy import (
-    Column,
-    Integer,
-    MetaData,
-    String,
-    Table,
     delete,
     func,
     or_,
@@ -66,7 +61,7 @@ from tracker.config import Config, broker_url  # noqa: F401 - broker_url is part
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.lease import DbLease, holder_id
-from tracker.models import Observation, Run, Target, UTCDateTime
+from tracker.models import Observation, Run, Target, dispatches
 from tracker.pipeline import CheckResult, Checker, PassSummary, utc_slot
 
 log = logging.getLogger("tracker.queue")
@@ -121,19 +116,7 @@ def _slot_text(slot: datetime) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------
-# The dispatches table (migration 0003): the slot each target is due for and when it was sent.
-
-_meta = MetaData()
-dispatches = Table(
-    "dispatches", _meta,
-    Column("target_id", Integer, primary_key=True),
-    Column("slot", UTCDateTime(timezone=True), nullable=False),
-    Column("queue", String(16), nullable=False),
-    Column("due_at", UTCDateTime(timezone=True), nullable=False),
-    Column("sent_at", UTCDateTime(timezone=True)),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("message_id", String(64)),
-)
+# The dispatches table (tracker.models.dispatches): the slot each target is due for and when it was sent.
 
 
 # ------------------------------------------------------------------------------------------------------
