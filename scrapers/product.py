@@ -1029,7 +1029,7 @@ def _stock_word_near_title(doc: Doc, text: str) -> bool:
     """Any word of the product being gone around the title: "out of stock", "sold out", "notify me when
     back in stock", in any language the stock rules know."""
     start = text.find(doc.h1) if doc.h1 else -1
-    window = text[max(0, start - 1000):start + 10000] if start >= 0 else text[:20000]
+    window = text[max(0, start - 1000):start + 10000] if start >= 0 else text  # no title: the whole page
     return states_out_of_stock(window) or bool(BACK_IN_STOCK_ALERT_RE.search(window))
 
 

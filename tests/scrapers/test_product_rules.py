@@ -643,3 +643,10 @@ def test_trap_out_of_stock_markup_on_a_page_without_a_shown_price():
     ld = _ld(price="0", availability="https://schema.org/OutOfStock")
     body = '<h1>Widget Pro</h1><p>' + 'About this widget. ' * 20 + '</p>'
     assert extract_product(_pg(body, ld=ld), URL).availability == Availability.OUT_OF_STOCK
+
+
+def test_trap_out_of_stock_markup_confirmed_far_down_a_page_without_a_title():
+    ld = _ld(price="17.49", availability="https://schema.org/OutOfStock")
+    body = ('<nav>' + '<a href="/c">Category link</a> ' * 1500 + '</nav><div class="product-price">'
+            '<span class="price sale">$17.49</span></div><p class="note">Sorry, this item is sold out</p>')
+    assert extract_product(_pg(body, ld=ld), URL).availability == Availability.OUT_OF_STOCK
