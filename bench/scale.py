@@ -95,7 +95,9 @@ def serve(port: int, n: int, js_n: int) -> None:
 # measurement helpers
 
 def tree_cpu(root_pids: list[int]) -> float:
-    """user+sys seconds of these processes and all their descendants (from /proc)."""
+    """user+sys seconds of these processes and all their descendants (from /proc), including the
+    descendants that already exited and were reaped inside the tree (a process's cutime/cstime): Chromium
+    starts and ends renderer processes all the time, and a pass's dead renderers count too."""
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
@@ -106,7 +108,7 @@ def tree_cpu(root_pids: list[int]) -> float:
         except OSError:
             continue
         rest = raw.rsplit(")", 1)[1].split()
-        stats[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
+        stats[int(entry)] = (int(rest[1]), sum(int(x) for x in rest[11:15]) / tick)
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
@@ -117,6 +119,50 @@ def tree_cpu(root_pids: list[int]) -> float:
             total += stats[pid][1]
         todo.extend(children.get(pid, []))
     return total
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux), so that the CPU of Chromium
+    processes outliving their parent still ends up in RUSAGE_CHILDREN (os.wait4 on `tracker check` alone
+    missed about half of a browser pass's CPU: zygote and renderers exit after the browser process)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0   # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(keep: set[int], wait_s: float = 15.0) -> None:
+    """Wait for and reap this process's children other than `keep` (orphans handed to the subreaper)."""
+    deadline = time.monotonic() + wait_s
+    me = os.getpid()
+    while True:
+        orphans = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in keep:
+                try:
+                    if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
+                        orphans.append(int(entry))
+                except (OSError, IndexError, ValueError):
+                    continue
+        if not orphans:
+            return
+        for pid in orphans:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def own_cpu() -> float:
@@ -168,26 +214,29 @@ def verify(db_name: str, count: int) -> int:
 # ------------------------------------------------------------------------------------------------------
 # the runs
 
-def run_single(tmp: Path, port: int, count: int, kind: str) -> dict:
+def run_single(tmp: Path, port: int, count: int, kind: str, keep: set[int]) -> dict:
     db = fresh_db()
     try:
         cfg = write_config(tmp / f"single-{kind}.yaml", db, port, count, kind)
         subprocess.run([PY, "-m", "tracker.cli", "db", "upgrade", "-c", str(cfg)], check=True, capture_output=True)
         env = dict(os.environ)
         env.pop("TRACKER_BROKER_URL", None)
+        reap_orphans(keep)
+        cpu0 = children_cpu()
         start = time.perf_counter()
-        proc = subprocess.Popen([PY, "-m", "tracker.cli", "check", "-c", str(cfg), "--json"], cwd=ROOT, env=env,
+        proc = subprocess.Popen([PY, "-m", "tracker.cli", "check", "-c", str(cfg), "--json", "--processes", "1"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _, _, usage = os.wait4(proc.pid, 0)
+        proc.communicate()
         wall = time.perf_counter() - start
-        proc.returncode = 0
+        reap_orphans(keep)
         ok = verify(db, count)
-        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "ok": ok}
+        return {"wall": wall, "cpu": children_cpu() - cpu0, "ok": ok}
     finally:
         drop_db(db)
 
 
-def run_workers(tmp: Path, port: int, count: int, kind: str, workers: int, *, duplicates_pass: bool) -> dict:
+def run_workers(tmp: Path, port: int, count: int, kind: str, workers: int, *, duplicates_pass: bool,
+                keep: set[int]) -> dict:
     import redis
 
     from tracker.app import open_database
@@ -240,6 +289,7 @@ def run_workers(tmp: Path, port: int, count: int, kind: str, workers: int, *, du
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        reap_orphans(keep)
         os.environ.pop("TRACKER_BROKER_URL", None)
         drop_db(db_name)
         client.flushdb()
@@ -279,34 +329,41 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--port", type=int, default=18093)
     ap.add_argument("--skip-browser", action="store_true")
+    ap.add_argument("--skip-http", action="store_true", help="browser pages only (no engine overhead lines)")
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"rivalwatch-scale-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
+    become_subreaper()
     server = subprocess.Popen([PY, __file__, "serve", "--port", str(args.port), "--n", str(args.n),
                                "--js-n", str(args.js_n)], stdout=subprocess.PIPE)
     assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
     print(f"machine: {os.cpu_count()} cores; {args.n} static pages, {args.js_n} JavaScript pages, {HOSTS} domains")
     try:
-        kinds = [("http", args.n)] + ([] if args.skip_browser else [("browser", args.js_n)])
+        kinds = (([] if args.skip_http else [("http", args.n)])
+                 + ([] if args.skip_browser else [("browser", args.js_n)]))
         base_cpu_page = None
+        dup: dict | None = None
         for kind, count in kinds:
             print(f"\n{kind} pages ({count}):")
             print(f"  {'setup':<22}{'wall s':>8}{'pages/s':>9}{'CPU ms/page':>13}{'speed-up':>10}{'prices ok':>11}")
-            single = run_single(tmp, args.port, count, kind)
+            single = run_single(tmp, args.port, count, kind, {server.pid})
             rate0 = count / single["wall"]
             print(f"  {'tracker check (1 proc)':<22}{single['wall']:>8.2f}{rate0:>9.1f}"
                   f"{single['cpu'] / count * 1000:>13.2f}{'1.00':>10}{single['ok']:>11}")
             if kind == "http":
                 base_cpu_page = single["cpu"] / count * 1000
             for w in counts:
-                r = run_workers(tmp, args.port, count, kind, w, duplicates_pass=(kind == "http" and w == 1))
+                r = run_workers(tmp, args.port, count, kind, w, duplicates_pass=(kind == "http" and w == 1),
+                                keep={server.pid})
                 rate = count / r["wall"]
                 print(f"  {f'{w} worker process' + ('es' if w > 1 else ''):<22}{r['wall']:>8.2f}{rate:>9.1f}"
                       f"{r['cpu'] / count * 1000:>13.2f}{rate / rate0:>10.2f}{r['ok']:>11}", flush=True)
                 if "dup_wall" in r:
                     dup = r
                     one_worker_cpu = r["cpu"] / count * 1000
+        if dup is None:
+            return
         print("\nengine overhead per check (http pages, 1 worker, 32 threads):")
         n = dup["dup_n"]
         print(f"  broker round trip + idempotent check (already-recorded pass): "

@@ -32,9 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select
 
 from tracker.models import Change, OutboxMessage, Rival, Target
-from tracker.position import Offer, Position, position_of, undercut_of
 
 if TYPE_CHECKING:
+    from tracker.position import Offer, Position
     from tracker.app import QueuedReport
     from tracker.config import Config
     from tracker.db import Database
@@ -143,6 +143,8 @@ def evaluate(rule: Any, change: Change, target: Target, rival: Rival | None, fmt
     if isinstance(rule, UndercutRule):
         if rival is None:
             return None
+        from tracker.position import Offer, undercut_of
+
         offer = Offer(target_id=target.id, rival=rival.name, own=bool(rival.own), name=target.name or "",
                       url=target.url, price=None, currency=None)
         undercut = undercut_of(offer, own, change.kind, d)
@@ -186,6 +188,8 @@ def find_hits(session: Any, config: Config, fmt: Formatter, rows: list[tuple[Cha
 
     position: Position | None = None
     if any(isinstance(r, UndercutRule) for r in rules):
+        from tracker.position import position_of
+
         position = position_of(session)
     hits = []
     for change, target, rival in rows:

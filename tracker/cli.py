@@ -53,31 +53,33 @@ def validate(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 @app.command()
 def check(config: ConfigOpt = DEFAULT_CONFIG,
           rival: Annotated[Optional[str], typer.Option(help="only this rival")] = None,
+          processes: Annotated[Optional[int], typer.Option(
+              min=1, help="processes to split the pass over, whole rivals each (default: one per core "
+                          "for big passes, at least 250 targets each)")] = None,
           as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False) -> None:
     """Run one pass now over all targets (or one rival's) and print a summary."""
-    from tracker.app import check_once
     from tracker.config import broker_url
 
     cfg = _load(config)
     db = _open(cfg)
-    # With a broker configured the pass runs on the workers; the summary is the same.
-    if broker_url(cfg):
-        from tracker.queue import check_distributed
-
-        runner = check_distributed
-    else:
-        runner = check_once
     with Progress(TextColumn("[bold]checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
         task = progress.add_task("check", total=None)
-        summary = asyncio.run(runner(
-            cfg, db, rival=rival,
-            on_start=lambda n: progress.update(task, total=n),
-            on_result=lambda _r: progress.advance(task)))
-    if runner is not check_once and summary.changes:
-        from tracker.app import send_alerts
+        on_start = lambda n: progress.update(task, total=n)  # noqa: E731
+        if broker_url(cfg):
+            # With a broker configured the pass runs on the workers; the summary is the same.
+            from tracker.app import send_alerts
+            from tracker.queue import check_distributed
 
-        send_alerts(cfg, db)  # in one process check_once does this itself
+            summary = asyncio.run(check_distributed(cfg, db, rival=rival, on_start=on_start,
+                                                    on_result=lambda _r: progress.advance(task)))
+            if summary.changes:
+                send_alerts(cfg, db)  # in one process check_in_processes does this itself
+        else:
+            from tracker.app import check_in_processes
+
+            summary = check_in_processes(cfg, db, processes=processes, rival=rival, on_start=on_start,
+                                         on_advance=lambda k: progress.advance(task, k))
     if as_json:
         print(json.dumps(summary.as_json(), indent=2))
         return

@@ -87,6 +87,13 @@ class PassSummary:
         return {"run_id": self.run_id, "changes": self.changes, "duplicates": self.duplicates,
                 "rivals": {r: dict(c) for r, c in self.counts.items()}}
 
+    def merge(self, other: dict[str, Any]) -> None:
+        """Add another summary's `as_json()` (a part of this pass checked elsewhere)."""
+        self.changes += other["changes"]
+        self.duplicates += other["duplicates"]
+        for rival, counts in other["rivals"].items():
+            self.counts[rival].update(counts)
+
 
 def rules_from(config: Config) -> Rules:
     t = config.thresholds
@@ -95,9 +102,11 @@ def rules_from(config: Config) -> Rules:
 
 
 def utc_slot(when: datetime | None = None) -> datetime:
-    """A slot: an aware UTC time at second precision (ad-hoc checks use 'now')."""
+    """A slot: an aware UTC time. An ad-hoc check uses 'now' to the microsecond, so two `tracker check`
+    runs within one second are two passes, not one pass and a duplicate (a scheduled slot is the
+    schedule's whole-second time)."""
     when = when or datetime.now(UTC)
-    return when.astimezone(UTC).replace(microsecond=0)
+    return when.astimezone(UTC)
 
 
 class Checker:
@@ -258,10 +267,13 @@ class Checker:
 
     async def run_pass(self, targets: Iterable[TargetRef], slot: datetime, *, trigger: str = "check",
                        on_result: Callable[[CheckResult], None] | None = None,
-                       max_in_flight: int = 512) -> PassSummary:
-        """Check every target for `slot` and record the pass as a Run."""
+                       max_in_flight: int = 512, run_id: int | None = None) -> PassSummary:
+        """Check every target for `slot` and record the pass as a Run (or as part of the Run `run_id`,
+        which its caller then finishes: a pass split over processes, see tracker.app)."""
         targets = list(targets)
-        run_id = await self._in_db(lambda: self._start_run(slot, trigger))
+        own_run = run_id is None
+        if run_id is None:
+            run_id = await self._in_db(lambda: start_run(self.db, slot, trigger))
         summary = PassSummary(run_id=run_id)
         gate = asyncio.Semaphore(max_in_flight)
         specs = await self._in_db(lambda: self._load_many([ref.id for ref in targets]))
@@ -277,22 +289,25 @@ class Checker:
                 on_result(result)
 
         await asyncio.gather(*(one(ref) for ref in targets))
-        await self._in_db(lambda: self._finish_run(run_id, summary))
+        if own_run:
+            await self._in_db(lambda: finish_run(self.db, run_id, summary))
         return summary
 
-    def _start_run(self, slot: datetime, trigger: str) -> int:
-        with self.db.session() as session:
-            run = Run(slot=slot, trigger=trigger, started_at=datetime.now(UTC))
-            session.add(run)
-            session.flush()
-            return run.id
 
-    def _finish_run(self, run_id: int, summary: PassSummary) -> None:
-        with self.db.session() as session:
-            run = session.get(Run, run_id)
-            if run is not None:
-                run.finished_at = datetime.now(UTC)
-                run.counts = summary.as_json()
+def start_run(db: Database, slot: datetime, trigger: str) -> int:
+    with db.session() as session:
+        run = Run(slot=slot, trigger=trigger, started_at=datetime.now(UTC))
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def finish_run(db: Database, run_id: int, summary: PassSummary) -> None:
+    with db.session() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            run.finished_at = datetime.now(UTC)
+            run.counts = summary.as_json()
 
 
 # ------------------------------------------------------------------------------------------------------
