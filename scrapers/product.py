@@ -10,6 +10,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -62,19 +63,35 @@ class Doc:
     first_after_h1: int | None = None  # position of the first price-like element after the heading
     ctx_cache: dict[int, tuple[bool, bool]] = field(default_factory=dict)
     disabled_buy: bool = False  # a disabled add-to-cart button for the main product (set by _buy_button)
+    _raw_text: str | None = None
     _text: str | None = None
 
-    def visible_text(self) -> str:
-        """Text of the page body without scripts and styles (computed once; strips those nodes)."""
-        if self._text is None:
+    def raw_visible_text(self) -> str:
+        """Text of the page body without scripts and styles, its white space as the page has it (computed
+        once; strips those nodes from the tree)."""
+        if self._raw_text is None:
             body = self.tree.body
             if body is None:
-                self._text = ""
+                self._raw_text = ""
             else:
                 for n in body.css("script, style, noscript, template, svg"):
                     n.decompose()
-                self._text = _ws(body.text(separator=" "))
+                self._raw_text = body.text(separator=" ")
+        return self._raw_text
+
+    def visible_text(self) -> str:
+        """`raw_visible_text` with white space collapsed (computed once, when a rule needs it: on a big page
+        the collapsing costs more than the rest of the extraction)."""
+        if self._text is None:
+            self._text = _ws(self.raw_visible_text())
         return self._text
+
+    def shows_text(self, s: str) -> bool:
+        """`s in self.visible_text()`, without collapsing the page's white space when `s` has none (a string
+        without white space is inside one run of non-space characters, which the collapsing keeps as is)."""
+        if s and s.split() == [s]:
+            return s in self.raw_visible_text()
+        return s in self.visible_text()
 
     def price(self, value: Any, currency_hint: str | None = None) -> tuple[Decimal | None, str | None]:
         """Parse a structured or visible price value in this page's locale."""
@@ -118,8 +135,9 @@ def parse_document(html: str | bytes, url: str) -> Doc:
     t = tree.css_first("title")
     if t is not None:
         doc.title = _ws(t.text(deep=True)) or None
-    h1s = [_ws(h.text(deep=True)) for h in tree.css("h1")[:10]]
-    h1s = [h for h in h1s if h]
+    h1_nodes = tree.css("h1")[:10]
+    h1_texts = [_ws(h.text(deep=True)) for h in h1_nodes]
+    h1s = [h for h in h1_texts if h]
     if h1s:
         ref = doc.title
         og = tree.css_first('meta[property="og:title"]')
@@ -136,11 +154,11 @@ def parse_document(html: str | bytes, url: str) -> Doc:
                         return True
                     p, i = p.parent, i + 1
                 return False
-            main_h1 = [h for h in tree.css("h1")[:10] if _ws(h.text(deep=True)) and not navish(h)]
+            main_h1 = [t for h, t in zip(h1_nodes, h1_texts) if t and not navish(h)]
             if main_h1:
-                doc.h1 = _ws(main_h1[0].text(deep=True))
-        for h in tree.css("h1")[:10]:
-            if _ws(h.text(deep=True)) == doc.h1:
+                doc.h1 = main_h1[0]
+        for h, t in zip(h1_nodes, h1_texts):
+            if t == doc.h1:
                 doc.h1_node = h
                 p = h.parent
                 while p is not None:
@@ -161,6 +179,7 @@ def _norm_words(s: str | None) -> set[str]:
     return set(re.findall(r"\w{2,}", s.lower())) if s else set()
 
 
+@lru_cache(maxsize=4096)
 def _name_match(a: str | None, b: str | None) -> float:
     wa, wb = _norm_words(a), _norm_words(b)
     if not wa or not wb:
@@ -955,12 +974,13 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
     avail_v = _visible_availability(doc) if need_visible_stock else None
     buy = _buy_button(doc) if need_visible_stock else None
     promotions, coupon, ends, shipping = _promotions(doc)
-    text = doc.visible_text()
+    doc.raw_visible_text()  # strips scripts and styles from the tree here, as configured selectors expect
 
-    if main is not None and main.source == "state" and price is not None and not amount_in_text(price, text):
+    if main is not None and main.source == "state" and price is not None \
+            and not amount_in_text(price, doc.visible_text()):
         price = regular = None
     anchored = main is None or not main.name or not doc.h1 or _name_match(main.name, doc.h1) >= 0.5
-    price, regular, currency = _reconcile_price(doc, price, regular, currency, alt_prices, cands, text, anchored)
+    price, regular, currency = _reconcile_price(doc, price, regular, currency, alt_prices, cands, anchored)
     if price is not None and currency is None:
         currency = next((c.currency for c in cands if c.amount == price and c.currency), None) \
             or currency_for_country(doc.country)
@@ -979,7 +999,8 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
                 break
     mpn = f.get("mpn")
     labelled = None
-    if not struct_sku or struct_sku == mpn or struct_sku not in text:
+    if not struct_sku or struct_sku == mpn or not doc.shows_text(struct_sku):
+        text = doc.visible_text()
         start = text.find(doc.h1) if doc.h1 else -1
         window = text[max(0, start - 500):start + 30000] if start >= 0 else text[:60000]
         labelled = _labelled_sku(window, name)
@@ -1002,7 +1023,7 @@ def _extract(doc: Doc, selectors: Selectors | None) -> Product:
         if buy and avail_v != Availability.OUT_OF_STOCK:
             avail = Availability.IN_STOCK
         elif avail_v is None and buy is None and not doc.disabled_buy \
-                and _shown_as_current(price, cands) and not _stock_word_near_title(doc, text):
+                and _shown_as_current(price, cands) and not _stock_word_near_title(doc, doc.visible_text()):
             avail = None  # stale markup: the page shows the price and says nothing of the product being gone
     f["name"] = name
 
@@ -1072,8 +1093,7 @@ def _record_availability(rec: Record) -> Availability | None:
     return next((a for a in avails if a.buyable), avails[0])
 
 
-def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candidate], text: str,
-                     anchored: bool = True):
+def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candidate], anchored: bool = True):
     """Markup price vs. what the buyer sees: the visible one wins when they disagree.
 
     `anchored`: the heading the visible prices are scored around names the markup's product (when it
@@ -1113,7 +1133,7 @@ def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candi
         if any(c.amount == price for c in struck) and best is not None and best.amount < price and best.score >= 3:
             regular, price = price, best.amount
             currency = best.currency or currency
-        elif not amount_in_text(price, text):
+        elif not amount_in_text(price, doc.visible_text()):
             alt = next(((a, c) for a, c in alts if a in shown_amounts), None)
             if alt is not None:
                 price, currency = alt[0], alt[1] or currency
