@@ -39,6 +39,39 @@ def test_a_system_chromium_is_found_and_launched_with_the_quiet_flags(monkeypatc
         assert flag in args
 
 
+def _renderer_disabled_features(args: list[str]) -> set[str]:
+    """The features a renderer of a Chromium launched by Playwright with `args` runs without."""
+    import psutil
+    from playwright.async_api import async_playwright
+
+    async def run() -> set[str]:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=find_chromium(), args=args)
+            try:
+                page = await browser.new_page()
+                await page.goto("about:blank")
+                for proc in psutil.Process().children(recursive=True):
+                    cmdline = proc.cmdline()
+                    if "--type=renderer" in cmdline:
+                        for arg in cmdline:
+                            if arg.startswith("--disable-features="):
+                                return set(arg.split("=", 1)[1].split(","))
+                return set()
+            finally:
+                await browser.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_the_spare_renderer_is_off_and_playwrights_disabled_features_still_apply():
+    # Our --disable-features replaces Playwright's (Chromium keeps the last switch): ours must repeat it.
+    playwright_own = _renderer_disabled_features([])
+    ours = _renderer_disabled_features(launch_args())
+    assert "SpareRendererForSitePerProcess" in ours
+    assert playwright_own and playwright_own <= ours, f"add to PLAYWRIGHT_DISABLED_FEATURES: {playwright_own - ours}"
+
+
 @pytest.mark.slow
 def test_mobile_keywords_are_fetched_by_an_emulated_phone(page_server):
     async def run() -> tuple[str, str]:
@@ -55,3 +88,156 @@ def test_mobile_keywords_are_fetched_by_an_emulated_phone(page_server):
     desktop_width = int(desktop.split("width=")[1].split()[0])
     assert mobile_width < 500 and "Mobile" in mobile
     assert desktop_width >= 1000 and "Mobile" not in desktop
+
+
+# -- scheduling pages across rivals (a stand-in browser: no Chromium) ------------------------------------------
+
+
+class FakeResponse:
+    status = 200
+    headers = {"content-type": "text/html"}
+
+
+class FakePage:
+    def __init__(self, log: dict, key: str):
+        self.log, self.key, self.url, self.closed, self.loads = log, key, "about:blank", False, 0
+        log["pages"].append(self)
+
+    async def goto(self, url: str, **_kw: object) -> FakeResponse:
+        if "fail" in url:
+            from playwright.async_api import Error as PlaywrightError
+            raise PlaywrightError("net::ERR_CONNECTION_REFUSED")
+        assert not self.closed
+        self.url = url
+        self.loads += 1
+        self.log["live"][self.key] = self.log["live"].get(self.key, 0) + 1
+        self.log["peak"][self.key] = max(self.log["peak"].get(self.key, 0), self.log["live"][self.key])
+        self.log["order"].append(self.key)
+        await asyncio.sleep(0.01)
+        self.log["live"][self.key] -= 1
+        return FakeResponse()
+
+    async def content(self) -> str:
+        return f"<html>{self.url}</html>"
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeContext:
+    def __init__(self, log: dict, key: str):
+        self.log, self.key = log, key
+
+    async def new_page(self) -> FakePage:
+        self.log["opened"].append(self.key)
+        await asyncio.sleep(0.005)
+        return FakePage(self.log, self.key)
+
+    async def close(self) -> None:
+        pass
+
+
+def fake_fetcher(concurrency: int) -> tuple[BrowserFetcher, dict]:
+    log: dict = {"opened": [], "order": [], "live": {}, "peak": {}, "pages": []}
+    fetcher = BrowserFetcher(concurrency=concurrency)
+
+    async def start() -> None:
+        fetcher._browser = object()
+
+    async def context(key: str, device: str = "desktop") -> FakeContext:
+        return FakeContext(log, key)
+
+    fetcher._start = start  # type: ignore[method-assign]
+    fetcher._context = context  # type: ignore[method-assign]
+    return fetcher, log
+
+
+async def _pass(fetcher: BrowserFetcher, targets: list[tuple[str, str]]) -> list[str]:
+    async def one(rival: str, url: str) -> str:
+        return (await fetcher.fetch(url, context_key=rival)).text
+
+    return await asyncio.gather(*(one(r, u) for r, u in targets))
+
+
+def test_pages_are_spread_over_the_waiting_rivals_and_reused_not_reopened():
+    # A pass's targets arrive grouped by rival: served first come, first served, each rival in turn
+    # would take all 8 pages and open 8 new ones (64 page openings); spread, each rival keeps its page.
+    fetcher, log = fake_fetcher(8)
+    targets = [(f"rival-{r}", f"http://shop{r}.example/p/{i}") for r in range(8) for i in range(12)]
+
+    async def run() -> list[str]:
+        async with fetcher:
+            texts = await _pass(fetcher, targets)
+            assert fetcher._open_pages <= 8 and fetcher._in_use == 0
+            return texts
+
+    texts = asyncio.run(run())
+    assert texts == [f"<html>{u}</html>" for _, u in targets]
+    assert sorted(log["order"][:8]) == [f"rival-{r}" for r in range(8)]   # one page per rival at first
+    assert len(log["opened"]) == 8 and fetcher.stats["reused"] == 96 - 8
+    assert max(log["peak"].values()) == 1
+
+
+def test_one_rival_uses_every_page_and_a_finished_rivals_pages_move_on():
+    fetcher, log = fake_fetcher(4)
+    targets = [("big", f"http://big.example/p/{i}") for i in range(30)] + \
+              [("small", f"http://small.example/p/{i}") for i in range(3)]
+
+    async def run() -> None:
+        async with fetcher:
+            await _pass(fetcher, targets)
+            assert fetcher._open_pages <= 4
+
+    asyncio.run(run())
+    # 2 rivals waiting: 2 pages each; once "small" is done its pages go to "big" (at most 4 at a time).
+    assert log["peak"]["big"] <= 4 and log["peak"]["small"] <= 2
+    assert len(log["opened"]) <= 6 and fetcher.stats["evicted"] <= 2
+
+
+def test_a_failed_page_is_closed_and_its_turn_given_back():
+    fetcher, log = fake_fetcher(2)
+    targets = [("a", "http://a.example/fail/1"), ("a", "http://a.example/p/2"), ("b", "http://b.example/fail/3"),
+               ("b", "http://b.example/p/4"), ("a", "http://a.example/p/5")]
+
+    async def run() -> list[object]:
+        async with fetcher:
+            out = await asyncio.gather(*(fetcher.fetch(u, context_key=r) for r, u in targets),
+                                       return_exceptions=True)
+            assert fetcher._in_use == 0 and fetcher._open_pages == sum(map(len, fetcher._idle_pages.values()))
+            return out
+
+    out = asyncio.run(run())
+    assert [type(o).__name__ for o in out] == ["FetchError", "Page", "FetchError", "Page", "Page"]
+
+
+def test_a_cancelled_fetch_gives_its_turn_back():
+    fetcher, _log = fake_fetcher(1)
+
+    async def run() -> None:
+        async with fetcher:
+            first = asyncio.ensure_future(fetcher.fetch("http://a.example/p/1", context_key="a"))
+            queued = asyncio.ensure_future(fetcher.fetch("http://b.example/p/2", context_key="b"))
+            await asyncio.sleep(0)
+            queued.cancel()
+            await first
+            page = await asyncio.wait_for(fetcher.fetch("http://c.example/p/3", context_key="c"), 5)
+            assert page.url == "http://c.example/p/3"
+            assert fetcher._in_use == 0 and not any(fetcher._waiting.values())
+
+    asyncio.run(run())
+
+
+def test_a_page_is_replaced_after_its_loads_so_its_renderer_memory_goes_with_it():
+    fetcher, log = fake_fetcher(2)
+    fetcher.page_uses = 5
+    targets = [("a", f"http://a.example/p/{i}") for i in range(20)]
+
+    async def run() -> None:
+        async with fetcher:
+            await _pass(fetcher, targets)
+            assert fetcher._open_pages <= 2
+
+    asyncio.run(run())
+    uses = [page.loads for page in log["pages"]]
+    assert sum(uses) == 20 and max(uses) == 5 and 4 <= len(uses) <= 5
+    assert fetcher.stats["retired"] >= 4
