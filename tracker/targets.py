@@ -8,8 +8,10 @@ Targets removed from the config are deactivated, never deleted: their history st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+import orjson
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from tracker.config import Config, KeywordConfig, ListingConfig, ProductConfig, RivalConfig
@@ -61,21 +63,21 @@ def _keyword_spec(config: Config, kw: KeywordConfig) -> dict:
 
 
 def sync_targets(session: Session, config: Config) -> list[TargetRef]:
-    """Upsert rivals and targets from the config; deactivate targets no longer in it."""
-    rivals = {r.name: r for r in session.scalars(select(Rival))}
-    existing = {(t.kind, t.key): t for t in session.scalars(select(Target))}
-    wanted: set[tuple[str, str]] = set()
+    """Upsert rivals and targets from the config; deactivate targets no longer in it.
 
-    def upsert(kind: str, key: str, rival: Rival | None, **values: object) -> None:
-        wanted.add((kind, key))
-        target = existing.get((kind, key))
-        if target is None:
-            target = existing[(kind, key)] = Target(kind=kind, key=key, fail_streak=0)
-            session.add(target)
-        target.rival_id = rival.id if rival else None
-        for name, value in values.items():
-            setattr(target, name, value)
-        target.active = True
+    Targets are compared as plain rows (Core, no ORM objects) and only new or changed ones are written:
+    every `tracker check` and every dispatcher tick runs this over all targets, 50,000 and more."""
+    rivals = {r.name: r for r in session.scalars(select(Rival))}
+    table = Target.__table__
+    columns = [table.c[name] for name in _SYNCED]
+    existing = {(kind, key): (tid, active, dict(zip(_SYNCED, values, strict=True)))
+                for tid, kind, key, active, *values in session.execute(
+                    select(table.c.id, table.c.kind, table.c.key, table.c.active, *columns))}
+    wanted: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def upsert(kind: str, key: str, rival: Rival | None, **values: Any) -> None:
+        values["spec"] = orjson.loads(orjson.dumps(values["spec"]))  # as it reads back from the JSON column
+        wanted[(kind, key)] = {"rival_id": rival.id if rival else None, **values}
 
     for rc in config.rivals:
         rival = rivals.get(rc.name)
@@ -98,12 +100,30 @@ def sync_targets(session: Session, config: Config) -> list[TargetRef]:
                    spec={"respect_robots": rc.respect_robots, "rival": rc.name})
     for kw in config.keywords:
         upsert("serp", keyword_key(kw), None, url=None, name=kw.term, spec=_keyword_spec(config, kw))
-    for key, target in existing.items():
-        # Products found by `tracker discover --track` are not in the config but stay tracked.
-        if key not in wanted and target.active and not (target.spec or {}).get("discovered"):
-            target.active = False
-    session.flush()
+
+    new_rows = []
+    for (kind, key), values in wanted.items():
+        found = existing.get((kind, key))
+        if found is None:
+            new_rows.append({"kind": kind, "key": key, "fail_streak": 0, "active": True, "match_key": None,
+                             "group": None, **values})
+            continue
+        tid, active, current = found
+        # Only the fields the config sets are compared (a listing's match key, say, is not the config's).
+        changed = {name: value for name, value in values.items() if current[name] != value}
+        if changed or not active:
+            session.execute(update(table).where(table.c.id == tid).values(active=True, **changed))
+    if new_rows:
+        session.execute(insert(table), new_rows)
+    # Products found by `tracker discover --track` are not in the config but stay tracked.
+    gone = [tid for key, (tid, active, current) in existing.items()
+            if key not in wanted and active and not (current["spec"] or {}).get("discovered")]
+    for start in range(0, len(gone), 500):
+        session.execute(update(table).where(table.c.id.in_(gone[start:start + 500])).values(active=False))
     return active_targets(session)
+
+
+_SYNCED = ("rival_id", "url", "name", "match_key", "group", "spec")
 
 
 def active_targets(session: Session, *, rival: str | None = None, kinds: tuple[str, ...] | None = None
