@@ -287,6 +287,63 @@ _RANGE = re.compile(r"\d\s*(?:[-–—~]|to|bis|à|a|до)\s*\D{0,5}\d")
 _CAMEL = re.compile(r"([a-z])([A-Z])")
 
 
+# Fast forms of the tests above that run on every candidate. A long case-insensitive alternation of words
+# is slow to search for (each position of the text tries every word), so:
+# - a pattern anchored at the end ($) is matched once, backwards: its reversed form at the start of the
+#   reversed text (`_ends_with`);
+# - a pattern whose every match holds a letter, "%" or "/" is not searched for in text without any
+#   ("$89.19").
+# Both give exactly the answer of the pattern's own search (tests/scrapers/test_product_fast_paths.py).
+
+try:  # CPython's regular-expression parser and compiler
+    from re import _compiler as _sre_compile, _constants as _sre_c, _parser as _sre_parse
+except ImportError:  # pragma: no cover - Python < 3.11
+    import sre_compile as _sre_compile  # type: ignore[no-redef]
+    import sre_constants as _sre_c  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+
+def _reversed_pattern(state, data) -> Any:
+    """The parsed pattern `data` read right to left (look-behinds become look-aheads and back)."""
+    out = []
+    for op, av in reversed(data):
+        if op is _sre_c.BRANCH:
+            av = (av[0], [_reversed_pattern(state, alt.data) for alt in av[1]])
+        elif op is _sre_c.SUBPATTERN:
+            av = (av[0], av[1], av[2], _reversed_pattern(state, av[3].data))
+        elif op is _sre_c.MAX_REPEAT or op is _sre_c.MIN_REPEAT:
+            av = (av[0], av[1], _reversed_pattern(state, av[2].data))
+        elif op is _sre_c.ASSERT or op is _sre_c.ASSERT_NOT:
+            av = (-av[0], _reversed_pattern(state, av[1].data))
+        elif op is _sre_c.AT:
+            if av is not _sre_c.AT_BOUNDARY and av is not _sre_c.AT_NON_BOUNDARY:
+                raise ValueError("anchor inside the pattern")
+        elif op not in (_sre_c.LITERAL, _sre_c.NOT_LITERAL, _sre_c.IN, _sre_c.ANY):
+            raise ValueError(f"cannot reverse {op}")
+        out.append((op, av))
+    return _sre_parse.SubPattern(state, out)
+
+
+def _ends_with(pattern: re.Pattern):
+    """`lambda s: pattern.search(s) is not None` for a pattern that ends in `$` (not MULTILINE), matched
+    backwards; the plain search when the pattern has something this cannot reverse."""
+    search = pattern.search
+    try:
+        if pattern.flags & re.MULTILINE:
+            raise ValueError("multi-line")
+        parsed = _sre_parse.parse(pattern.pattern, pattern.flags)
+        if not parsed.data or parsed.data[-1] != (_sre_c.AT, _sre_c.AT_END):
+            raise ValueError("not anchored at the end")
+        rev = _reversed_pattern(parsed.state, parsed.data[:-1])
+        # `$` also matches right before a newline that ends the text
+        newline = _sre_parse.SubPattern(parsed.state, [(_sre_c.LITERAL, 10)])
+        rev.data.insert(0, (_sre_c.MAX_REPEAT, (0, 1, newline)))
+        match = _sre_compile.compile(rev, pattern.flags).match
+    except Exception:  # pragma: no cover - another Python's internals
+        return lambda s: search(s) is not None
+    return lambda s: match(s[::-1]) is not None
+
+
 @dataclass
 class Candidate:
     amount: Decimal
@@ -457,6 +514,27 @@ _SHIPPING_WORDS = re.compile(
     re.I,
 )
 _SR_ONLY = re.compile(r"(?<![a-z])(?:sr-only|visually-?hidden|offscreen|screen-?reader|a11y|assistive)", re.I)
+_STRIKE_BEFORE_END = _ends_with(_STRIKE_BEFORE)
+_BEFORE_PENALTY_END = _ends_with(_BEFORE_PENALTY)
+# every match of _TEXT_PENALTY holds a letter, "%" or "/"
+_TEXT_PENALTY_HINT = re.compile(r"[^\W\d_]|[%/]")
+
+
+def _text_penalty(text: str) -> bool:
+    return _TEXT_PENALTY_HINT.search(text) is not None and _TEXT_PENALTY.search(text) is not None
+
+
+_SR_CACHE: dict[str, bool] = {}
+
+
+def _sr_only(cls: str) -> bool:
+    """Screen-reader-only class words (cached per class string)."""
+    hit = _SR_CACHE.get(cls)
+    if hit is None:
+        if len(_SR_CACHE) > 20000:
+            _SR_CACHE.clear()
+        hit = _SR_CACHE[cls] = _SR_ONLY.search(_split_camel(cls)) is not None
+    return hit
 _RAISED_CENTS_SEL = "sup, [class*=fraction], [class*=Fraction], [class*=cents], [class*=Cents], [class*=decimal]"
 
 
@@ -682,7 +760,7 @@ def _strike_of(r: _Raw, sc: int, before: str) -> bool:
     before it, else its close ancestors)."""
     strike = (r.tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(r.text))
               or "line-through" in (r.node.attributes.get("style") or "")
-              or bool(before and _STRIKE_BEFORE.search(before)))
+              or bool(before and _STRIKE_BEFORE_END(before)))
     if not strike and sc == 0:
         strike = _strike_context(r.node)
     return strike
@@ -711,7 +789,7 @@ def _candidate(doc: Doc, r: _Raw, anchor: tuple[int, int] | None) -> Candidate:
     sc = _strike_or_current(cls)
     if sc > 0:
         score += 0.5
-    if _TEXT_PENALTY.search(text):
+    if _text_penalty(text):
         score -= 3
     nums = {n.strip(" .,'") for n in _NUMBERS.findall(text)}
     multi = False
@@ -723,7 +801,7 @@ def _candidate(doc: Doc, r: _Raw, anchor: tuple[int, int] | None) -> Candidate:
             multi = True
     before, after = _surroundings(node, text)
     if before or after:
-        if _BEFORE_PENALTY.search(before) or _AFTER_PENALTY.search(after):
+        if _BEFORE_PENALTY_END(before) or _AFTER_PENALTY.search(after):
             score -= 3  # "4 x 24,99 €", "2,49 € / kg", "Free shipping over 50 €", "You save $5"
         elif _SHIPPING_WORDS.search(before[-25:]):
             score -= 2
@@ -740,7 +818,7 @@ def _candidate(doc: Doc, r: _Raw, anchor: tuple[int, int] | None) -> Candidate:
         score -= 2
     if _in_option(node):
         score -= 1.5  # delivery option, size / variant choice, "add 2 more" button
-    if _SR_ONLY.search(_split_camel(cls)):
+    if _sr_only(cls):
         score += 0.5  # the price as a screen reader speaks it: whole, clean text
     c = Candidate(r.amount, r.currency, text, score, strike, r.order, bad, multi)
     if anchor is not None:

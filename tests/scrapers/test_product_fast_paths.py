@@ -1,0 +1,72 @@
+"""The fast forms of the product rules' text tests give exactly the answers of the patterns they stand for."""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+
+import pytest
+
+import scrapers.product as P
+
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def _corpus(pattern: re.Pattern, n: int, seed: int) -> list[str]:
+    """Random texts made of the pattern's own words (cut, cased, glued) and of characters around them."""
+    rnd = random.Random(seed)
+    words = _WORDS.findall(pattern.pattern) + ["x", "×", "de", "à partir de", "list price", "4 x", "2x"]
+    chars = list(" \n\t\u00a0:.,-/%$€0123456789xX×aZéßıİſK") + ["", " ", " ", ": "]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rnd.randint(0, 6)):
+            r = rnd.random()
+            if r < 0.5:
+                w = rnd.choice(words)
+                if rnd.random() < 0.3:
+                    w = w.upper() if rnd.random() < 0.5 else w.title()
+                if rnd.random() < 0.2 and len(w) > 2:
+                    i = rnd.randrange(len(w))
+                    w = w[i:] if rnd.random() < 0.5 else w[:i]
+                parts.append(w)
+            else:
+                parts.append("".join(rnd.choice(chars) for _ in range(rnd.randint(1, 3))))
+        out.append("".join(parts))
+    return out
+
+
+@pytest.mark.parametrize("name", ["_STRIKE_BEFORE", "_BEFORE_PENALTY"])
+def test_end_anchored_pattern_matched_backwards_agrees_with_its_search(name):
+    pattern = getattr(P, name)
+    fast = getattr(P, name + "_END")
+    assert fast.__code__.co_freevars == ("match",), "the pattern was not reversed"
+    texts = _corpus(pattern, 30000, seed=len(name))
+    hits = 0
+    for t in texts:
+        expected = pattern.search(t) is not None
+        hits += expected
+        assert fast(t) == expected, repr(t)
+    assert hits > 1000  # the corpus does exercise the words
+
+
+def test_reversal_handles_look_arounds_boundaries_and_final_newline():
+    cases = [r"(?<![a-z])ab+c\b$", r"(?:x|\bfoo\s?)(?=\d)?\d*$", r"(?i)(?:was|list(?: price)?)\s?[:]?\s?$"]
+    texts = ["ab", "zabbc", " abbc", "abc\n", "abc\n\n", "foo 12", "foo12\n", "List price:", "list  ", "WAS ",
+             "", "\n", "x", "was\n", "thelist:"]
+    for src in cases:
+        pattern = re.compile(src)
+        fast = P._ends_with(pattern)
+        for t in texts + _corpus(pattern, 3000, seed=7):
+            assert fast(t) == (pattern.search(t) is not None), (src, t)
+
+
+def test_text_penalty_prefilter_never_hides_a_match():
+    # every character the pattern's letters match (case-insensitively) passes the prefilter
+    letters = "".join(sorted({c for c in P._TEXT_PENALTY.pattern if c.isalpha()}))
+    every_char = "".join(chr(i) for i in range(sys.maxunicode + 1) if not 0xD800 <= i <= 0xDFFF)
+    for c in re.findall("[" + re.escape(letters) + "]", every_char, re.I):
+        assert P._TEXT_PENALTY_HINT.search(c), hex(ord(c))
+    for t in _corpus(P._TEXT_PENALTY, 30000, seed=3) + ["$89.19", "4 x 24,99 €", "-20%", "12,99 €/100 g", "€ 5"]:
+        assert P._text_penalty(t) == (P._TEXT_PENALTY.search(t) is not None), repr(t)
