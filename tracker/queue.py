@@ -61,8 +61,8 @@ from tracker.config import Config, broker_url  # noqa: F401 - broker_url is part
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.lease import DbLease, holder_id
-from tracker.models import Observation, Run, Target, dispatches
-from tracker.pipeline import CheckResult, Checker, PassSummary, utc_slot
+from tracker.models import Observation, Rival, Run, Target, dispatches
+from tracker.pipeline import CheckResult, Checker, PassSummary, TargetSpec, utc_slot
 
 log = logging.getLogger("tracker.queue")
 
@@ -218,6 +218,10 @@ class WorkerRuntime(Middleware):
         self.notified = 0
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        # Messages in flight at once share round trips (see lookup() and report()): a batch is what
+        # arrived while the previous batch's round trip was under way, so a lone message never waits.
+        self._lookups = _Batch(self._load_batch)
+        self._results = _Batch(self._push_batch)
 
     # -- lifecycle (Dramatiq middleware hooks) ------------------------------------------------------------
 
@@ -277,6 +281,34 @@ class WorkerRuntime(Middleware):
                 self.checker = checker
         return self.checker
 
+    # -- the round trips of a message, shared by the messages in flight -------------------------------------
+
+    async def lookup(self, target_id: int) -> tuple[datetime | None, TargetSpec | None]:
+        """The target's row (for Checker.check) and its last recorded slot (to skip a late duplicate):
+        one query for every message that asks while the previous query runs."""
+        return await self._lookups.submit(target_id)
+
+    async def _load_batch(self, ids: list[int]) -> list[tuple[datetime | None, TargetSpec | None]]:
+        checker = await self.get_checker()
+        rows = await checker._in_db(lambda: _load_targets(self.db, sorted(set(ids))))
+        return [rows.get(target_id, (None, None)) for target_id in ids]
+
+    async def report(self, pass_id: str, payload: str) -> None:
+        """Hand a result to the `tracker check` waiting for it; one pipeline for the results of a batch."""
+        await self._results.submit((f"{PREFIX}:pass:{pass_id}", payload))
+
+    async def _push_batch(self, items: list[tuple[str, str]]) -> list[None]:
+        assert self.aredis is not None
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for key, payload in items:
+            by_key[key].append(payload)
+        async with self.aredis.pipeline(transaction=False) as pipe:
+            for key, payloads in by_key.items():
+                pipe.rpush(key, *payloads)
+                pipe.expire(key, 86400)
+            await pipe.execute()
+        return [None] * len(items)
+
     # -- heartbeats -----------------------------------------------------------------------------------------
 
     def beat(self) -> None:
@@ -320,13 +352,14 @@ async def _check_actor(target_id: int, slot: str, pass_id: str | None = None) ->
     rt.in_flight[key] = (target_id, slot, time.time())
     try:
         checker = await rt.get_checker()
-        # A late duplicate (redelivery after the commit, a resend) needs no page load: one indexed read.
-        last = await checker._in_db(lambda: _last_slot(rt.db, target_id))
+        # A late duplicate (redelivery after the commit, a resend) needs no page load: one indexed read,
+        # which also loads the target's row for the check (shared with the other messages in flight).
+        last, target = await rt.lookup(target_id)
         if last is not None and last >= when:
             result = CheckResult(target_id, None, "ok", duplicate=True)
         else:
             try:
-                result = await checker.check(target_id, when)
+                result = await checker.check(target_id, when, target=target)
             except LookupError as exc:
                 result = CheckResult(target_id, None, "failed", str(exc))
     except Exception:
@@ -337,19 +370,62 @@ async def _check_actor(target_id: int, slot: str, pass_id: str | None = None) ->
     rt.done += 1
     rt.duplicates += result.duplicate
     if pass_id and rt.aredis is not None:
-        payload = json.dumps({"target_id": result.target_id, "rival": result.rival, "status": result.status,
-                              "reason": result.reason, "changes": result.changes,
-                              "duplicate": result.duplicate, "via": result.via})
-        key_ = f"{PREFIX}:pass:{pass_id}"
-        async with rt.aredis.pipeline(transaction=False) as pipe:
-            pipe.rpush(key_, payload)
-            pipe.expire(key_, 86400)
-            await pipe.execute()
+        await rt.report(pass_id, json.dumps({
+            "target_id": result.target_id, "rival": result.rival, "status": result.status,
+            "reason": result.reason, "changes": result.changes, "duplicate": result.duplicate,
+            "via": result.via}))
 
 
-def _last_slot(db: Database, target_id: int) -> datetime | None:
-    with db.session() as session:
-        return session.scalar(select(Target.last_slot).where(Target.id == target_id))
+def _load_targets(db: Database, ids: list[int]) -> dict[int, tuple[datetime | None, TargetSpec]]:
+    """last_slot and the TargetSpec of these targets, in one query on a plain connection (a read needs no
+    ORM session); a missing id is left out (Checker.check then reports it)."""
+    out: dict[int, tuple[datetime | None, TargetSpec]] = {}
+    stmt = (select(Target.id, Target.kind, Target.url, Target.name, Rival.name, Target.spec,
+                   Target.page_digest, Target.last_slot)
+            .outerjoin(Rival, Rival.id == Target.rival_id).where(Target.id.in_(ids)))
+    with db.engine.connect() as conn:
+        for tid, kind, url, name, rival, spec, digest, last in conn.execute(stmt):
+            out[tid] = (last, TargetSpec(tid, kind, url, name, rival, dict(spec or {}), digest))
+    return out
+
+
+class _Batch:
+    """Group the calls made while one batch is under way into the next: `await batch.submit(item)`
+    returns `run(items)[i]` for its item, or raises what the batch raised. Runs on one event loop."""
+
+    def __init__(self, run: Callable[[list[Any]], Any], max_batch: int = 500):
+        self.run = run
+        self.max_batch = max_batch
+        self.pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.running = False
+
+    async def submit(self, item: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        if not self.running:
+            self.running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                batch = self.pending[:self.max_batch]
+                del self.pending[:self.max_batch]
+                try:
+                    outcomes = await self.run([item for item, _ in batch])
+                except BaseException as exc:  # noqa: BLE001 - each caller gets it (cancelled: nobody hangs)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for (_, future), value in zip(batch, outcomes):
+                    if not future.done():
+                        future.set_result(value)
+        finally:
+            self.running = False
 
 
 async def _notify_actor() -> None:
@@ -804,22 +880,29 @@ async def check_distributed(config: Config, db: Database, *, rival: str | None =
                 log.warning("waiting for results: %s", exc)
                 await asyncio.sleep(1)
                 item = None
-            while item is not None:
-                data = json.loads(item[1])
-                target_id = data["target_id"]
-                if target_id in pending:
+            raws = [item[1]] if item is not None else []
+            while raws:
+                duplicates: dict[int, CheckResult] = {}
+                for raw in raws:
+                    data = json.loads(raw)
+                    target_id = data["target_id"]
+                    if target_id not in pending:
+                        continue
                     result = CheckResult(target_id, by_id[target_id].rival, data["status"], data["reason"],
                                          data["changes"], data["duplicate"], data["via"])
                     if result.duplicate:
-                        # Recorded by another delivery (or another pass): count what was recorded.
-                        settled = await asyncio.to_thread(settle_from_db, {target_id})
-                        result = settled[0] if settled else result
-                    finish(result)
-                try:
-                    raw = client.lpop(results_key)
-                except redis.RedisError:
-                    raw = None
-                item = (results_key, raw) if raw is not None else None
+                        duplicates[target_id] = result
+                    else:
+                        finish(result)
+                if duplicates:
+                    # Recorded by another delivery (or another pass): count what was recorded, read for
+                    # all of this batch's duplicates at once.
+                    settled = {r.target_id: r for r in
+                               await asyncio.to_thread(settle_from_db, set(duplicates))}
+                    for target_id, result in duplicates.items():
+                        if target_id in pending:
+                            finish(settled.get(target_id, result))
+                raws = _pop_many(client, results_key, 1000)
             if pending and time.monotonic() - last_sweep >= sweep_every:
                 last_sweep = time.monotonic()
                 for result in await asyncio.to_thread(settle_from_db, set(pending)):
@@ -858,6 +941,17 @@ async def check_distributed(config: Config, db: Database, *, rival: str | None =
 
     await asyncio.to_thread(finish_run)
     return summary
+
+
+def _pop_many(client: redis.Redis, key: str, count: int) -> list[bytes]:
+    """Up to `count` items from the head of a list in one round trip (LPOP with a count: Redis 6.2+)."""
+    try:
+        return client.lpop(key, count) or []
+    except redis.ResponseError:          # an older Redis: one at a time
+        raw = client.lpop(key)
+        return [raw] if raw is not None else []
+    except redis.RedisError:
+        return []
 
 
 # ------------------------------------------------------------------------------------------------------
