@@ -357,7 +357,11 @@ class Candidate:
 
 
 def _node_classes(node) -> str:
-    a = node.attributes
+    return _classes_of(node.attributes)
+
+
+def _classes_of(a: dict) -> str:
+    """`_node_classes` from the element's attributes."""
     return " ".join(filter(None, (a.get("class"), a.get("id"), a.get("itemprop"), a.get("data-testid"),
                                   a.get("data-test"), a.get("data-qa"), a.get("data-automation"))))
 
@@ -464,9 +468,10 @@ def _strike_context(node) -> bool:
         st = a.get("style")
         if st and "line-through" in st:
             return True
-        if any("strike" in k and v not in ("false", "0") for k, v in a.items() if k.startswith("data-")):
-            return True  # data-strike="true", data-a-strike="true"
-        cls = _node_classes(p)
+        for k in a:
+            if "strike" in k and k.startswith("data-") and a[k] not in ("false", "0"):
+                return True  # data-strike="true", data-a-strike="true"
+        cls = _classes_of(a)
         if cls:
             sc = _strike_or_current(cls)
             if sc:
@@ -538,8 +543,14 @@ def _sr_only(cls: str) -> bool:
 _RAISED_CENTS_SEL = "sup, [class*=fraction], [class*=Fraction], [class*=cents], [class*=Cents], [class*=decimal]"
 
 
+# the one-character marks of _STRICT_CURRENCY: no other mark it matches holds one, so each is matched
+_CURRENCY_SYMBOLS = frozenset("$€£¥₹₽₴₺₪₩₫฿₱₦₨₸₾₡₲₭৳円元원")
+
+
 def _has_currency(text: str) -> bool:
     """A currency symbol, a local currency word or a real ISO 4217 code ("EAN", "SKU" are not)."""
+    if not _CURRENCY_SYMBOLS.isdisjoint(text):
+        return True
     for m in _STRICT_CURRENCY.finditer(text):
         g = m.group(0)
         if len(g) != 3 or not g.isupper() or g in _iso_codes():
@@ -549,31 +560,49 @@ def _has_currency(text: str) -> bool:
 
 def _scan(doc: Doc) -> tuple[dict[int, int], list]:
     """One walk over the body: document position (count of non-blank text nodes before it) of every
-    element, and the text nodes that hold a currency mark (prices whose class names say nothing)."""
+    element, and the short text nodes (up to 60 characters) that may hold a price, with their position."""
     pos: dict[int, int] = {}
-    marked = []
+    short = []
     body = doc.tree.body
     if body is None:
-        return pos, marked
+        return pos, short
     i = 0
-    for n in body.traverse(include_text=True):
+    # text nodes of ASCII white space only are blank: skipped by the walk itself
+    for n in body.traverse(include_text=True, skip_empty=True):
         tag = n.tag
         if tag == "-text":
             t = n.text_content
             if t and not t.isspace():
                 i += 1
-                if len(t) <= 60 and (len(t) <= 8 or _HAS_DIGIT.search(t)) and _STRICT_CURRENCY.search(t) \
-                        and _has_currency(t):
-                    marked.append((n, i))
+                if len(t) <= 60:
+                    short.append((n, i, t))
         elif tag != "-comment":
             pos[n.mem_id] = i
-    return pos, marked
+    return pos, short
+
+
+_MARKED: dict[str, bool] = {}
+
+
+def _currency_marked(t: str) -> bool:
+    """A short text node that holds a currency mark: a price whose element's class names say nothing.
+    (Cached per text: shops repeat their menus, buttons and labels on every page.)"""
+    hit = _MARKED.get(t)
+    if hit is None:
+        if len(_MARKED) > 20000:
+            _MARKED.clear()
+        hit = _MARKED[t] = bool((len(t) <= 8 or _HAS_DIGIT.search(t)) and _STRICT_CURRENCY.search(t)
+                                and _has_currency(t))
+    return hit
+
+
+_TWO_DIGITS = re.compile(r"\d\d")
 
 
 def _price_text(node, text: str, doc: Doc) -> str:
     """`text` of a price element, with cents drawn in their own trailing element (<sup>, a 'fraction' /
     'cents' span...) read as decimals: "173<sup>34</sup> Lei" -> "173.34 Lei", "$229<span>99</span>" -> "$229.99"."""
-    if node.child is None or not re.search(r"\d\d", text):
+    if node.child is None or not _TWO_DIGITS.search(text):
         return text
     cents = None
     for n in node.traverse(include_text=False):
@@ -628,15 +657,20 @@ def _in_option(node) -> bool:
 def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
     nodes = doc.tree.css(_PRICE_SEL)
     seen = {n.mem_id for n in nodes}
-    pos, marked = _scan(doc)
+    pos, short = _scan(doc)
     extra = []
     h1_pos = pos.get(doc.h1_node.mem_id) if doc.h1_node is not None else None
     if h1_pos is not None:
         # prices found only by their currency mark: those around the product title (its buy box)
         lo, hi = h1_pos - NEAR_BEFORE - 5, h1_pos + 2 * NEAR_AFTER
-        marked = [t for t, i in marked if lo <= i <= hi]
+        marked = [n for n, i, t in short if lo <= i <= hi and _currency_marked(t)]
     else:
-        marked = [t for t, _ in marked[:40]]
+        marked = []
+        for n, _, t in short:
+            if _currency_marked(t):
+                marked.append(n)
+                if len(marked) == 40:
+                    break
     for t in marked:
         el = t.parent
         for _ in range(3):
