@@ -155,6 +155,14 @@ def country_for(url: str | None, html_lang: str | None = None) -> str | None:
         parts = re.split(r"[-_]", html_lang.strip())
         if len(parts) > 1 and len(parts[1]) == 2 and parts[1].isalpha():
             lang_country = parts[1].upper()
+    tld_country = _url_country(url) if url else None
+    return tld_country or lang_country
+
+
+@lru_cache(maxsize=1024)
+def _url_country(url: str) -> str | None:
+    """The country a shop's URL names (ccTLD, a sub-domain or path prefix like en-ca); cached: every
+    page asks twice (its country, its decimal separator)."""
     tld_country = None
     if url:
         try:
@@ -175,7 +183,7 @@ def country_for(url: str | None, html_lang: str | None = None) -> str | None:
             m = re.search(r"(?:^|[./])([a-z]{2})[-_]([a-z]{2})(?:[./]|$)", host + "/" + (urlsplit(url).path or "")[:12])
             if m and m.group(1) in _LANGS_SEEN:
                 tld_country = m.group(2).upper()
-    return tld_country or lang_country
+    return tld_country
 
 
 _LANGS_SEEN = frozenset(

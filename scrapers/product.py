@@ -17,7 +17,8 @@ from urllib.parse import unquote, urlsplit
 from selectolax.lexbor import LexborHTMLParser
 
 from .availability import BACK_IN_STOCK_ALERT_RE, availability_from_text, normalize_availability, states_out_of_stock
-from .prices import _iso_codes, country_for, currency_for_country, decimal_hint_for, parse_machine_amount, parse_price
+from .prices import (_iso_codes, country_for, currency_for_country, currency_from_symbol, decimal_hint_for,
+                     parse_machine_amount, parse_price)
 from .promotions import find_coupon, find_sale_end, is_badge_text, is_free_shipping, normalize_badge
 from .structured import Record, jsonld_records, meta_records, microdata_records, state_records
 from .types import Availability, Product, Selectors
@@ -99,7 +100,6 @@ class Doc:
             return None, None
         cur = None
         if currency_hint:
-            from .prices import currency_from_symbol
             cur = currency_from_symbol(currency_hint, self.country)
         if isinstance(value, int):
             return Decimal(value), cur
@@ -663,16 +663,18 @@ def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
     if h1_pos is not None:
         # prices found only by their currency mark: those around the product title (its buy box)
         lo, hi = h1_pos - NEAR_BEFORE - 5, h1_pos + 2 * NEAR_AFTER
-        marked = [n for n, i, t in short if lo <= i <= hi and _currency_marked(t)]
+        marked = [(n, t) for n, i, t in short if lo <= i <= hi and _currency_marked(t)]
     else:
         marked = []
         for n, _, t in short:
             if _currency_marked(t):
-                marked.append(n)
+                marked.append((n, t))
                 if len(marked) == 40:
                     break
-    for t in marked:
+    for t, txt in marked:
         el = t.parent
+        if el is not None and el.mem_id in seen and _HAS_DIGIT.search(txt):
+            continue  # the walk below would stop at the parent (or nowhere): a node already in `nodes`
         for _ in range(3):
             if el is None or el.tag in ("body", "html", "script", "style", "noscript", "template", "title"):
                 el = None
