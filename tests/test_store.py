@@ -129,3 +129,29 @@ def test_rating_and_review_changes_come_from_the_stored_extras(db, target_id):
     record(db, target_id, 0, ok("10.00", data={"rating": "4.7", "review_count": 120}))
     result = record(db, target_id, 1, ok("10.00", data={"rating": "4.4", "review_count": 180}))
     assert sorted(c.kind for c in result.changes) == ["rating_dropped", "review_surge"]
+
+
+def test_driver_errors_of_the_direct_statements_surface_as_sqlalchemy_errors(db, target_id):
+    """The unchanged-check statements run on the DBAPI cursor; their errors must still be SQLAlchemy's
+    (the pipeline retries on sqlalchemy.exc.OperationalError, Database.session wraps them)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from tracker.errors import DatabaseError
+
+    # SQLite: sqlite3.OperationalError -> sqlalchemy OperationalError -> Database.session's DatabaseError;
+    # PostgreSQL: psycopg's UndefinedTable -> sqlalchemy ProgrammingError. A raw driver error is neither.
+    with pytest.raises((DBAPIError, DatabaseError), match="observations"):
+        with db.session() as s:  # rolled back: the table is back afterwards
+            s.execute(text("ALTER TABLE observations RENAME TO observations_gone"))
+            record_check(s, target_id, T0, ok("10.00"), now=T0)  # the claim works, the extension fails
+
+
+def test_the_direct_statements_bind_times_per_dialect(db, target_id):
+    """The same datetime objects recorded on two databases of different dialects in one process."""
+    for hours in range(3):
+        record(db, target_id, hours, ok("10.00"))
+    with db.session() as s:
+        (obs,) = s.scalars(select(Observation)).all()
+    assert (obs.seen_count, obs.first_slot, obs.last_slot) == (3, T0, T0 + timedelta(hours=2))
+    assert obs.last_slot.tzinfo is not None
