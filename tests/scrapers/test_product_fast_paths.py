@@ -70,3 +70,13 @@ def test_text_penalty_prefilter_never_hides_a_match():
         assert P._TEXT_PENALTY_HINT.search(c), hex(ord(c))
     for t in _corpus(P._TEXT_PENALTY, 30000, seed=3) + ["$89.19", "4 x 24,99 €", "-20%", "12,99 €/100 g", "€ 5"]:
         assert P._text_penalty(t) == (P._TEXT_PENALTY.search(t) is not None), repr(t)
+
+
+def test_currency_symbol_shortcut_is_the_patterns_own_symbol_class():
+    cls = P._STRICT_CURRENCY.pattern[1:P._STRICT_CURRENCY.pattern.index("]")]
+    assert frozenset(cls) == P._CURRENCY_SYMBOLS
+    texts = _corpus(P._STRICT_CURRENCY, 20000, seed=11) + ["EUR 5", "SKU 5", "5 LEI", "12 zł", "ر.س 5", "kr. 99"]
+    for t in texts:
+        expected = any(len(g) != 3 or not g.isupper() or g in P._iso_codes()
+                       for g in (m.group(0) for m in P._STRICT_CURRENCY.finditer(t)))
+        assert P._has_currency(t) == expected, repr(t)
