@@ -203,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         extract_product(small, "https://shop.example.com/widget")
     dt = (time.perf_counter() - t0) / n
     print(f"Small page ({len(small) // 1024} KB, price in JSON-LD): {dt * 1000:.3f} ms/page")
+    from scrapers.blocked import detect_block
+
+    t0 = time.perf_counter()
+    for _ in range(n):
+        detect_block(small, status=200, url="https://shop.example.com/widget", headers={"content-type": "text/html"})
+    dt = (time.perf_counter() - t0) / n
+    print(f"Bot-wall check (detect_block) on the same page: {dt * 1e6:.0f} us/page")
     return 0
 
 

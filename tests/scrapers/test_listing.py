@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -142,14 +141,11 @@ def test_empty_and_garbage_pages():
     assert extract_listing(html, "https://a.example.com/").items == ()
 
 
-def test_large_grid_is_fast():
+def test_a_large_grid_is_read_whole():
     html = f"<html><body><header><a href='/'>home</a></header><div class='grid'>{_cards(600)}</div></body></html>"
-    t0 = time.perf_counter()
     page = extract_listing(html, "https://a.example.com/all")
-    elapsed = time.perf_counter() - t0
     assert len(page.items) == 600
     assert page.items[599].price == Decimal("599.99")
-    assert elapsed < 2.0, elapsed
 
 
 def test_crawl_listing_follows_pages_up_to_limit():
