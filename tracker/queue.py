@@ -431,12 +431,15 @@ class _Batch:
                 del self.pending[:self.max_batch]
                 try:
                     outcomes = await self.run([item for item, _ in batch])
-                except BaseException as exc:  # noqa: BLE001 - each caller gets it (cancelled: nobody hangs)
+                except asyncio.CancelledError:
+                    for _, future in batch + self.pending:    # the loop is stopping: nobody waits forever
+                        future.cancel()
+                    self.pending.clear()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - each caller of this batch gets it
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
                     continue
                 for (_, future), value in zip(batch, outcomes):
                     if not future.done():
