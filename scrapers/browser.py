@@ -9,6 +9,7 @@ the caller passes (for example "the extractor finds a price"), polled until it h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -400,53 +401,59 @@ class BrowserFetcher:
         key = context_key
         self._idle_pages.setdefault(key, [])
         grant = await self._acquire(key)
-        # The time budget starts with the turn: a fetch queued behind others (hundreds of targets,
-        # `concurrency` pages) must still get its full timeout to wait for the value.
-        slot_started = time.monotonic()
         page = grant.page
         healthy = True
         try:
-            if page is None:
-                if grant.evict is not None:
-                    await _close_quietly(grant.evict)
-                ctx = await self._context(key, device)
-                page = await ctx.new_page()  # type: ignore[attr-defined]
-                self.stats["opened"] += 1
-            try:
-                response = await page.goto(url, wait_until="domcontentloaded", timeout=self.timeout_ms)
-            except PlaywrightTimeout:
-                raise FetchError(f"timed out after {self.timeout_ms / 1000:.0f}s loading the page",
-                                 retryable=True) from None
-            except PlaywrightError as exc:
-                message = str(exc).splitlines()[0]
-                if "Download is starting" in message:
-                    raise FetchError("the URL is a file download, not a page") from None
-                raise FetchError(f"browser could not load the page: {message}", retryable=True) from None
-            status = response.status if response else 0
-            # `headers` needs no round trip to the browser (all_headers() does one per page); it
-            # lacks only the security-related ones (cookies), which detect_block does not read.
-            headers = response.headers if response else {}
-            deadline = slot_started + self.timeout_ms / 1000
-            if wait_for:
+            async with self._around_load(url):
+                # The time budget starts with the load: a fetch that queued for a page or a domain slot
+                # still gets its full timeout to wait for the value.
+                load_started = time.monotonic()
+                if page is None:
+                    if grant.evict is not None:
+                        await _close_quietly(grant.evict)
+                    ctx = await self._context(key, device)
+                    page = await ctx.new_page()  # type: ignore[attr-defined]
+                    self.stats["opened"] += 1
                 try:
-                    await page.wait_for_selector(wait_for, state="attached",
-                                                 timeout=max(1.0, (deadline - time.monotonic()) * 1000))
+                    response = await page.goto(url, wait_until="domcontentloaded", timeout=self.timeout_ms)
                 except PlaywrightTimeout:
-                    pass  # the caller's extraction will say "unextractable": the page is kept
-            if scroll:
-                await self._scroll_to_end(page, max_scrolls)
-            html = await page.content()
-            if ready is not None and not wait_for:
-                while not ready(html) and time.monotonic() < deadline:
-                    await asyncio.sleep(poll_s)
-                    html = await page.content()
-            return Page(url=url, final_url=page.url, status=status, headers=headers, text=html,
-                        via="browser", elapsed_s=time.monotonic() - started)
+                    raise FetchError(f"timed out after {self.timeout_ms / 1000:.0f}s loading the page",
+                                     retryable=True) from None
+                except PlaywrightError as exc:
+                    message = str(exc).splitlines()[0]
+                    if "Download is starting" in message:
+                        raise FetchError("the URL is a file download, not a page") from None
+                    raise FetchError(f"browser could not load the page: {message}", retryable=True) from None
+                status = response.status if response else 0
+                # `headers` needs no round trip to the browser (all_headers() does one per page); it
+                # lacks only the security-related ones (cookies), which detect_block does not read.
+                headers = response.headers if response else {}
+                deadline = load_started + self.timeout_ms / 1000
+                if wait_for:
+                    try:
+                        await page.wait_for_selector(wait_for, state="attached",
+                                                     timeout=max(1.0, (deadline - time.monotonic()) * 1000))
+                    except PlaywrightTimeout:
+                        pass  # the caller's extraction will say "unextractable": the page is kept
+                if scroll:
+                    await self._scroll_to_end(page, max_scrolls)
+                html = await page.content()
+                if ready is not None and not wait_for:
+                    while not ready(html) and time.monotonic() < deadline:
+                        await asyncio.sleep(poll_s)
+                        html = await page.content()
+                return Page(url=url, final_url=page.url, status=status, headers=headers, text=html,
+                            via="browser", elapsed_s=time.monotonic() - started)
         except BaseException:
             healthy = False
             raise
         finally:
             self._release(key, page, healthy)
+
+    def _around_load(self, url: str) -> contextlib.AbstractAsyncContextManager[object]:
+        """What a page load of `url` runs inside, once it has its page (a subclass takes a per-domain
+        slot shared across machines here, so a fetch queued for a page holds no slot meanwhile)."""
+        return contextlib.nullcontext()
 
     async def _park(self, key: str, page, grace_s: float = 1.0) -> None:  # type: ignore[no-untyped-def]
         """Navigate a page that stayed idle for `grace_s` to about:blank (out of the pool meanwhile)."""

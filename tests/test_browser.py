@@ -241,3 +241,39 @@ def test_a_page_is_replaced_after_its_loads_so_its_renderer_memory_goes_with_it(
     uses = [page.loads for page in log["pages"]]
     assert sum(uses) == 20 and max(uses) == 5 and 4 <= len(uses) <= 5
     assert fetcher.stats["retired"] >= 4
+
+
+def test_a_per_domain_slot_is_taken_only_by_a_fetch_that_has_its_page():
+    """Scale-out workers take a Redis domain slot around each page load (tracker.queue's
+    LimitedBrowserFetcher): a fetch still queued for a page must hold none, and a slot that cannot be had
+    gives the page back."""
+    import contextlib
+
+    fetcher, log = fake_fetcher(1)
+    held = {"now": 0, "peak": 0}
+
+    @contextlib.asynccontextmanager
+    async def slot(url: str):  # type: ignore[no-untyped-def]
+        if "noslot" in url:
+            raise RuntimeError("limiter unavailable")
+        held["now"] += 1
+        held["peak"] = max(held["peak"], held["now"])
+        assert fetcher._in_use == 1  # this fetch has the only page
+        try:
+            yield
+        finally:
+            held["now"] -= 1
+
+    fetcher._around_load = slot  # type: ignore[method-assign]
+
+    async def run() -> None:
+        async with fetcher:
+            texts = await _pass(fetcher, [("a", f"http://a.example/p/{i}") for i in range(4)])
+            assert texts == [f"<html>http://a.example/p/{i}</html>" for i in range(4)]
+            with pytest.raises(RuntimeError):
+                await fetcher.fetch("http://a.example/noslot", context_key="a")
+            assert fetcher._in_use == 0
+            assert (await fetcher.fetch("http://a.example/p/9", context_key="a")).text.endswith("p/9</html>")
+
+    asyncio.run(run())
+    assert held["peak"] == 1  # four fetches queued for one page: never more than one slot held

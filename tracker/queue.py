@@ -569,11 +569,12 @@ class LimitedBrowserFetcher(BrowserFetcher):
         super().__init__(**kwargs)
         self.limiter = limiter
 
-    async def fetch(self, url: str, **kwargs: Any):  # type: ignore[no-untyped-def, override]
+    def _around_load(self, url: str):  # type: ignore[no-untyped-def]
+        # Taken once the fetch has its page: waiting for a page holds no slot on any machine, and a long
+        # queue for pages cannot outlast the slot's expiry.
         if self.limiter is None:
-            return await super().fetch(url, **kwargs)
-        async with self.limiter.slot(domain_key(url)):
-            return await super().fetch(url, **kwargs)
+            return super()._around_load(url)
+        return self.limiter.slot(domain_key(url))
 
 
 def throttled_domains(client: redis.Redis) -> dict[str, float]:
