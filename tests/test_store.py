@@ -155,3 +155,29 @@ def test_the_direct_statements_bind_times_per_dialect(db, target_id):
         (obs,) = s.scalars(select(Observation)).all()
     assert (obs.seen_count, obs.first_slot, obs.last_slot) == (3, T0, T0 + timedelta(hours=2))
     assert obs.last_slot.tzinfo is not None
+
+
+def test_two_deliveries_racing_for_one_slot_write_once(db, target_id):
+    """Two transactions record the same (target, slot) at once: the second waits for the first's claim
+    and then finds the slot taken (on PostgreSQL claim and extension are one statement)."""
+    import threading
+
+    record(db, target_id, 0, ok("10.00"))
+    first = db.session()
+    s1 = first.__enter__()
+    assert not record_check(s1, target_id, T0 + timedelta(hours=1), ok("10.00"), now=T0).duplicate
+    outcome = {}
+
+    def second() -> None:
+        outcome["second"] = record(db, target_id, 1, ok("10.00"))
+
+    t = threading.Thread(target=second)
+    t.start()
+    t.join(1.0)
+    assert t.is_alive()  # waiting for the first transaction
+    first.__exit__(None, None, None)  # commit
+    t.join(30)
+    assert outcome["second"].duplicate
+    with db.session() as s:
+        (obs,) = s.scalars(select(Observation)).all()
+    assert obs.seen_count == 2

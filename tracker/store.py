@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -214,6 +214,25 @@ class _Direct:
 
 
 _CLAIM_DIRECT = _Direct(_CLAIM, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
+# PostgreSQL: claim and extension in one statement, one round trip (data-modifying CTEs; the extension
+# runs only if the claim succeeded, under the claim's row lock). The extended id is NULL when the latest
+# span is not ours; no row at all means the slot was taken.
+_CLAIM_AND_EXTEND_PG = _Direct(text("""
+WITH claim AS (
+    UPDATE targets SET last_slot = :p_new_slot, page_digest = :p_digest
+    WHERE id = :p_tid AND (last_slot IS NULL OR last_slot < :p_slot)
+    RETURNING kind, fail_streak, failing_since
+), extended AS (
+    UPDATE observations SET last_seen_at = :p_now, last_slot = :p_slot, seen_count = seen_count + 1
+    WHERE id = (SELECT max(id) FROM observations WHERE target_id = :p_tid)
+      AND fingerprint = :p_fp AND EXISTS (SELECT 1 FROM claim)
+    RETURNING id
+)
+SELECT claim.kind, claim.fail_streak, claim.failing_since, (SELECT id FROM extended) FROM claim
+""").bindparams(bindparam("p_new_slot", type_=_T.c.last_slot.type), bindparam("p_slot", type_=_T.c.last_slot.type),
+                bindparam("p_now", type_=_O.c.last_seen_at.type), bindparam("p_digest", type_=_T.c.page_digest.type),
+                bindparam("p_tid", type_=_T.c.id.type), bindparam("p_fp", type_=_O.c.fingerprint.type)),
+    (_T.c.kind, _T.c.fail_streak, _T.c.failing_since, _O.c.id))
 _CLAIM_SAME_PAGE_DIRECT = _Direct(_CLAIM_SAME_PAGE, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
 _EXTEND_DIRECT = _Direct(_EXTEND, (_O.c.id,))
 _EXTEND_LATEST_DIRECT = _Direct(_EXTEND_LATEST, (_O.c.id,))
@@ -226,17 +245,24 @@ def record_check(session: Session, target_id: int, slot: datetime, observed: Obs
     params = {"p_tid": target_id, "p_slot": slot, "p_new_slot": slot, "p_digest": observed.page_digest}
     if observed.same_page:
         return _record_same_page(conn, target_id, slot, observed, now=now, params=params)
-    claimed = _CLAIM_DIRECT.first(conn, params)
-    if claimed is None:
-        return Recorded(duplicate=True)
-    kind, streak_before, failing_since = claimed
-
-    # The common case, nothing changed, is one statement: extend the latest span if its fingerprint is ours.
     fingerprint = observed.fingerprint()
     changes: list[ChangeData] = []
-    extended = _EXTEND_DIRECT.first(conn, {"p_tid": target_id, "p_fp": fingerprint, "p_now": now, "p_slot": slot})
-    if extended is not None:
-        row_id, new_span = extended[0], False
+    if conn.dialect.name == "postgresql":
+        row = _CLAIM_AND_EXTEND_PG.first(conn, {**params, "p_fp": fingerprint, "p_now": now})
+        if row is None:
+            return Recorded(duplicate=True)
+        kind, streak_before, failing_since, extended_id = row
+    else:
+        claimed = _CLAIM_DIRECT.first(conn, params)
+        if claimed is None:
+            return Recorded(duplicate=True)
+        kind, streak_before, failing_since = claimed
+        # The common case, nothing changed: extend the latest span if its fingerprint is ours.
+        extended = _EXTEND_DIRECT.first(conn, {"p_tid": target_id, "p_fp": fingerprint, "p_now": now,
+                                               "p_slot": slot})
+        extended_id = extended[0] if extended is not None else None
+    if extended_id is not None:
+        row_id, new_span = extended_id, False
     else:
         latest = conn.execute(_LATEST, {"p_tid": target_id}).first()
         if observed.status == "ok":
