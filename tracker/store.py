@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -103,13 +103,9 @@ DIFFERS: dict[str, Callable[[Observed | None, Observed, Rules], list[ChangeData]
 
 def differ_for(kind: str) -> Callable[[Observed | None, Observed, Rules], list[ChangeData]] | None:
     """The differ of a target kind, importing the kind's module (tracker.kinds) on first use."""
-    differ = DIFFERS.get(kind)
-    if differ is None:
-        from tracker import kinds
+    from tracker import kinds
 
-        if kinds.load(kind):
-            differ = DIFFERS.get(kind)
-    return differ
+    return kinds.registered(DIFFERS, kind)
 
 
 @dataclass(frozen=True)
@@ -174,7 +170,9 @@ class _Direct:
         plan = self._plans.get(dialect.name)
         if plan is None:
             compiled = self.statement.compile(dialect=dialect)
-            names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+            # Each bind's final name (compiled.binds also lists anonymous binds under their raw keys).
+            names = list(compiled.positiontup) if compiled.positional \
+                else list(dict.fromkeys(compiled.bind_names.values()))
             binds = [(name, compiled.binds[name].effective_value,
                       compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
             results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -217,21 +215,11 @@ _CLAIM_DIRECT = _Direct(_CLAIM, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since
 # PostgreSQL: claim and extension in one statement, one round trip (data-modifying CTEs; the extension
 # runs only if the claim succeeded, under the claim's row lock). The extended id is NULL when the latest
 # span is not ours; no row at all means the slot was taken.
-_CLAIM_AND_EXTEND_PG = _Direct(text("""
-WITH claim AS (
-    UPDATE targets SET last_slot = :p_new_slot, page_digest = :p_digest
-    WHERE id = :p_tid AND (last_slot IS NULL OR last_slot < :p_slot)
-    RETURNING kind, fail_streak, failing_since
-), extended AS (
-    UPDATE observations SET last_seen_at = :p_now, last_slot = :p_slot, seen_count = seen_count + 1
-    WHERE id = (SELECT max(id) FROM observations WHERE target_id = :p_tid)
-      AND fingerprint = :p_fp AND EXISTS (SELECT 1 FROM claim)
-    RETURNING id
-)
-SELECT claim.kind, claim.fail_streak, claim.failing_since, (SELECT id FROM extended) FROM claim
-""").bindparams(bindparam("p_new_slot", type_=_T.c.last_slot.type), bindparam("p_slot", type_=_T.c.last_slot.type),
-                bindparam("p_now", type_=_O.c.last_seen_at.type), bindparam("p_digest", type_=_T.c.page_digest.type),
-                bindparam("p_tid", type_=_T.c.id.type), bindparam("p_fp", type_=_O.c.fingerprint.type)),
+_CLAIM_CTE = _CLAIM.cte("claim")
+_EXTENDED_CTE = _EXTEND.where(exists(select(literal(1)).select_from(_CLAIM_CTE))).cte("extended")
+_CLAIM_AND_EXTEND_PG = _Direct(
+    select(_CLAIM_CTE.c.kind, _CLAIM_CTE.c.fail_streak, _CLAIM_CTE.c.failing_since,
+           select(_EXTENDED_CTE.c.id).scalar_subquery()),
     (_T.c.kind, _T.c.fail_streak, _T.c.failing_since, _O.c.id))
 _CLAIM_SAME_PAGE_DIRECT = _Direct(_CLAIM_SAME_PAGE, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
 _EXTEND_DIRECT = _Direct(_EXTEND, (_O.c.id,))
