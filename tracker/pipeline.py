@@ -417,13 +417,8 @@ def register_observer(kind: str, observer: Observer) -> Observer:
     return observer
 
 
-
 def observer_for(kind: str) -> Observer | None:
     """The observer of a target kind, importing the kind's module (tracker.kinds) on first use."""
-    observe = OBSERVERS.get(kind)
-    if observe is None:
-        from tracker import kinds
+    from tracker import kinds
 
-        if kinds.load(kind):
-            observe = OBSERVERS.get(kind)
-    return observe
+    return kinds.registered(OBSERVERS, kind)
