@@ -35,9 +35,11 @@ async def check_once(config: Config, db: Database, *, rival: str | None = None, 
                      trigger: str = "check", kinds: tuple[str, ...] | None = None,
                      on_start: Callable[[int], None] | None = None,
                      on_result: Callable[[CheckResult], None] | None = None,
-                     alerts: bool = True) -> PassSummary:
-    """One pass over all active targets (or one rival's) now, in this process; then the alerts it caused."""
-    targets = plan_pass(config, db, rival=rival, kinds=kinds)
+                     alerts: bool = True, targets: list[TargetRef] | None = None) -> PassSummary:
+    """One pass over all active targets (or one rival's, or `targets` when the caller planned the pass)
+    now, in this process; then the alerts it caused."""
+    if targets is None:
+        targets = plan_pass(config, db, rival=rival, kinds=kinds)
     if on_start is not None:
         on_start(len(targets))
     async with Checker(config, db) as checker:
@@ -110,32 +112,28 @@ def check_in_processes(config: Config, db: Database, *, processes: int | None = 
     browser_rivals = {r.name for r in config.rivals
                       if r.fetch == "browser" or any(p.fetch == "browser" for p in r.products)}
     shards = shard_targets(targets, processes, pinned=browser_rivals)
+    if len(shards) <= 1:
+        return asyncio.run(check_once(config, db, slot=slot, trigger=trigger, on_start=on_start, targets=targets,
+                                      on_result=(lambda _r: on_advance(1)) if on_advance else None))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     if on_start is not None:
         on_start(len(targets))
     slot = utc_slot(slot)
-    if len(shards) <= 1:
-        async def one() -> PassSummary:
-            async with Checker(config, db) as checker:
-                return await checker.run_pass(targets, slot, trigger=trigger,
-                                              on_result=(lambda _r: on_advance(1)) if on_advance else None)
-        summary = asyncio.run(one())
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        run_id = start_run(db, slot, trigger)
-        summary = PassSummary(run_id=run_id)
-        _SHARDS.update(config=config, db=db, shards=shards, slot=slot, run_id=run_id)
-        try:
-            with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
-                futures = {pool.submit(_check_shard, i): len(shard) for i, shard in enumerate(shards)}
-                for future in as_completed(futures):
-                    summary.merge(future.result())
-                    if on_advance is not None:
-                        on_advance(futures[future])
-        finally:
-            _SHARDS.clear()
-        finish_run(db, run_id, summary)
+    run_id = start_run(db, slot, trigger)
+    summary = PassSummary(run_id=run_id)
+    _SHARDS.update(config=config, db=db, shards=shards, slot=slot, run_id=run_id)
+    try:
+        with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_check_shard, i): len(shard) for i, shard in enumerate(shards)}
+            for future in as_completed(futures):
+                summary.merge(future.result())
+                if on_advance is not None:
+                    on_advance(futures[future])
+    finally:
+        _SHARDS.clear()
+    finish_run(db, run_id, summary)
     if summary.changes:
         send_alerts(config, db)
     return summary
