@@ -550,17 +550,8 @@ def _fast_parse(text: str, source: str | Path, env: dict[str, str]) -> Config | 
         return None
     if not isinstance(root, dict):
         return None
-    problems: list[str] = []
-    data = _interpolate(root, _Located(None), (), problems, str(source), env)
-    _read_secret_files(data, Path(source).parent if isinstance(source, Path) else Path("."), problems, str(source))
-    if problems:
-        return None
-    if env.get("TRACKER_DATABASE_URL"):
-        data["database"] = env["TRACKER_DATABASE_URL"]
-    try:
-        return Config.model_validate(data)
-    except ValidationError:
-        return None
+    config, problems = _to_config(root, _Located(None), source, env)
+    return None if problems else config
 
 
 def parse_config(text: str, *, source: str | Path = "<config>", env: dict[str, str] | None = None) -> Config:
@@ -590,7 +581,17 @@ def _parse_located(text: str, source: str | Path, env: dict[str, str]) -> Config
     if not isinstance(root, CommentedMap):
         raise ConfigError([f"{where}:1:1: the file must be a mapping of options (key: value), "
                            f"found {'a list' if isinstance(root, list) else 'a single value'}"])
-    located = _Located(root)
+    config, problems = _to_config(root, _Located(root), source, env)
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def _to_config(root: dict[str, Any], located: _Located, source: str | Path, env: dict[str, str]
+               ) -> tuple[Config | None, list[str]]:
+    """The loaded document as a Config: environment and secret-file values filled in, then validated.
+    Returns the Config (None if it is not valid) and every problem found."""
+    where = str(source)
     problems: list[str] = []
     data = _interpolate(root, located, (), problems, where, env)
     # A value whose interpolation failed gets one message, not a second one from validation.
@@ -601,13 +602,12 @@ def _parse_located(text: str, source: str | Path, env: dict[str, str]) -> Config
         # The environment wins over the file, so one config serves several machines (Compose, Kubernetes).
         data["database"] = env["TRACKER_DATABASE_URL"]
     try:
-        config = Config.model_validate(data)
+        config: Config | None = Config.model_validate(data)
     except ValidationError as exc:
+        config = None
         problems += [line for line in (_describe(err, located, where) for err in exc.errors())
                      if line.split(": ", 2)[1] not in bad_places]
-    if problems:
-        raise ConfigError(problems)
-    return config
+    return config, problems
 
 
 def _describe(err: Any, located: _Located, where: str) -> str:
