@@ -56,6 +56,16 @@ class TargetSpec:
     page_digest: str | None = None   # of the page behind the latest observation (see observe_product)
 
 
+# The columns of a TargetSpec (a worker adds `last_slot`, see tracker.queue) and the spec from such a row.
+TARGET_SPECS = (select(Target.id, Target.kind, Target.url, Target.name, Rival.name.label("rival"), Target.spec,
+                       Target.page_digest)
+                .outerjoin(Rival, Rival.id == Target.rival_id))
+
+
+def target_spec(row: Any) -> TargetSpec:
+    return TargetSpec(row.id, row.kind, row.url, row.name, row.rival, dict(row.spec or {}), row.page_digest)
+
+
 @dataclass(frozen=True)
 class CheckResult:
     target_id: int
@@ -241,26 +251,18 @@ class Checker:
         return await self._write(write)
 
     def _load(self, target_id: int) -> TargetSpec:
-        with self.db.session() as session:
-            row = session.get(Target, target_id)
-            if row is None:
-                raise LookupError(f"target {target_id} does not exist")
-            rival = session.get(Rival, row.rival_id) if row.rival_id else None
-            return TargetSpec(row.id, row.kind, row.url, row.name, rival.name if rival else None,
-                              dict(row.spec or {}), row.page_digest)
+        spec = self._load_many([target_id]).get(target_id)
+        if spec is None:
+            raise LookupError(f"target {target_id} does not exist")
+        return spec
 
     def _load_many(self, target_ids: list[int]) -> dict[int, TargetSpec]:
         """The rows of many targets in a few queries (missing ids are left out: check() reports them)."""
         found: dict[int, TargetSpec] = {}
         with self.db.session() as session:
             for start in range(0, len(target_ids), 500):
-                chunk = target_ids[start:start + 500]
-                rows = session.execute(
-                    select(Target.id, Target.kind, Target.url, Target.name, Rival.name, Target.spec,
-                           Target.page_digest)
-                    .outerjoin(Rival, Rival.id == Target.rival_id).where(Target.id.in_(chunk)))
-                for tid, kind, url, name, rival, spec, digest in rows:
-                    found[tid] = TargetSpec(tid, kind, url, name, rival, dict(spec or {}), digest)
+                for row in session.execute(TARGET_SPECS.where(Target.id.in_(target_ids[start:start + 500]))):
+                    found[row.id] = target_spec(row)
         return found
 
     # -- a pass -------------------------------------------------------------------------------------------

@@ -61,8 +61,9 @@ from tracker.config import Config, broker_url  # noqa: F401 - broker_url is part
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.lease import DbLease, holder_id
-from tracker.models import Observation, Rival, Run, Target, dispatches
-from tracker.pipeline import CheckResult, Checker, PassSummary, TargetSpec, utc_slot
+from tracker.models import Observation, Run, Target, dispatches
+from tracker.pipeline import (TARGET_SPECS, CheckResult, Checker, PassSummary, TargetSpec, target_spec,
+                              utc_slot)
 
 log = logging.getLogger("tracker.queue")
 
@@ -396,14 +397,9 @@ async def _check_actor(target_id: int, slot: str, pass_id: str | None = None) ->
 def _load_targets(db: Database, ids: list[int]) -> dict[int, tuple[datetime | None, TargetSpec]]:
     """last_slot and the TargetSpec of these targets, in one query on a plain connection (a read needs no
     ORM session); a missing id is left out (Checker.check then reports it)."""
-    out: dict[int, tuple[datetime | None, TargetSpec]] = {}
-    stmt = (select(Target.id, Target.kind, Target.url, Target.name, Rival.name, Target.spec,
-                   Target.page_digest, Target.last_slot)
-            .outerjoin(Rival, Rival.id == Target.rival_id).where(Target.id.in_(ids)))
     with db.engine.connect() as conn:
-        for tid, kind, url, name, rival, spec, digest, last in conn.execute(stmt):
-            out[tid] = (last, TargetSpec(tid, kind, url, name, rival, dict(spec or {}), digest))
-    return out
+        rows = conn.execute(TARGET_SPECS.add_columns(Target.last_slot).where(Target.id.in_(ids)))
+        return {row.id: (row.last_slot, target_spec(row)) for row in rows}
 
 
 class _Batch:
