@@ -8,6 +8,9 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed
 	@scripts/install-chromium $(BIN)/python
+	@# The editable install leaves the project's own modules uncompiled, and with PYTHONDONTWRITEBYTECODE
+	@# every `tracker` run would compile them again (~0.35 s of start-up). compileall skips what is current.
+	@$(BIN)/python -m compileall -q -j 0 tracker scrapers >/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
