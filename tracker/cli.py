@@ -7,26 +7,21 @@ import gzip
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from tracker.cli_common import DEFAULT_CONFIG, ConfigOpt, err, out
 from tracker.errors import ConfigError, TrackerError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Rivalwatch: watch rivals' prices, promotions, stock and rankings.")
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="TRACKER_CONFIG",
-                                         help="YAML config file", show_default=True)]
-DEFAULT_CONFIG = Path("config/tracker.yaml")
+
 
 
 def _load(path: Path):  # type: ignore[no-untyped-def]
@@ -62,31 +57,44 @@ def check(config: ConfigOpt = DEFAULT_CONFIG,
 
     cfg = _load(config)
     db = _open(cfg)
-    with Progress(TextColumn("[bold]checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
-        task = progress.add_task("check", total=None)
-        on_start = lambda n: progress.update(task, total=n)  # noqa: E731
+    with _progress(show=not as_json and sys.stderr.isatty()) as (on_start, on_advance):
         if broker_url(cfg):
             # With a broker configured the pass runs on the workers; the summary is the same.
             from tracker.app import send_alerts
             from tracker.queue import check_distributed
 
             summary = asyncio.run(check_distributed(cfg, db, rival=rival, on_start=on_start,
-                                                    on_result=lambda _r: progress.advance(task)))
+                                                    on_result=(lambda _r: on_advance(1)) if on_advance else None))
             if summary.changes:
                 send_alerts(cfg, db)  # in one process check_in_processes does this itself
         else:
             from tracker.app import check_in_processes
 
             summary = check_in_processes(cfg, db, processes=processes, rival=rival, on_start=on_start,
-                                         on_advance=lambda k: progress.advance(task, k))
+                                         on_advance=on_advance)
     if as_json:
         print(json.dumps(summary.as_json(), indent=2))
         return
     _print_summary(summary)
 
 
+@contextmanager
+def _progress(*, show: bool):  # type: ignore[no-untyped-def]
+    """(on_start(total), on_advance(k)) of a progress bar on stderr, or (None, None) when none is shown."""
+    if not show:
+        yield None, None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err.console, transient=True) as progress:
+        task = progress.add_task("check", total=None)
+        yield (lambda n: progress.update(task, total=n)), (lambda k: progress.advance(task, k))
+
+
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
     table = Table(title=f"Check pass (run {summary.run_id})")
     table.add_column("rival")
     for status in ("ok", "failed", "blocked", "unextractable"):
@@ -150,6 +158,8 @@ def outbox(config: ConfigOpt = DEFAULT_CONFIG,
         out.print(f"{result.sent} sent, {result.written} written, {result.pending} pending, {result.failed} failed")
     with db.session() as session:
         rows = list_outbox(session, include_sent=all_)
+    from rich.table import Table
+
     table = Table(title="Outbox")
     for col in ("id", "kind", "status", "attempts", "created", "next attempt", "subject", "last error"):
         table.add_column(col)
@@ -163,6 +173,8 @@ def outbox(config: ConfigOpt = DEFAULT_CONFIG,
 def history(query: Annotated[str, typer.Argument(help="product name (part of it) or URL")],
             config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Print the price history of a product."""
+    from rich.table import Table
+
     from tracker.history import price_history
 
     cfg = _load(config)

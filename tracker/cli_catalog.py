@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from tracker.cli_common import DEFAULT_CONFIG, ConfigOpt, err, out
 from tracker.errors import TrackerError
-
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="TRACKER_CONFIG", help="YAML config file")]
-DEFAULT_CONFIG = Path("config/tracker.yaml")
 
 
 def _config(path: Path | None, *, required: bool = True):  # type: ignore[no-untyped-def]
@@ -40,6 +32,8 @@ def serp(source: Annotated[str, typer.Argument(help="a saved result page (or Ser
          url: Annotated[Optional[str], typer.Option(help="saved page: the URL it was fetched from")] = None,
          config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Parse a saved search-result page, or run one live query, and print the ranked organic results."""
+    from rich.table import Table
+
     from scrapers.errors import FetchError
     from scrapers.serp import SerpBlocked, domain_of
     from tracker.kinds.serp import Unextractable, parse_saved, search_now
@@ -122,6 +116,8 @@ def match(review_: Annotated[bool, typer.Option("--review", help="confirm or rej
           as_json: Annotated[bool, typer.Option("--json")] = False,
           config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Propose which rival products are which of your own products (own: true), with confidence."""
+    from rich.table import Table
+
     from tracker.app import open_database
     from tracker.catalog import Proposal, propose_matches, review
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-out = Console(width=None if sys.stdout.isatty() else 200)
-
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="TRACKER_CONFIG", help="YAML config file")]
-DEFAULT_CONFIG = Path("config/tracker.yaml")
+from tracker.cli_common import DEFAULT_CONFIG, ConfigOpt, out
 
 
 def register(app: typer.Typer) -> None:

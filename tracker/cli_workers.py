@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="TRACKER_CONFIG",
-                                         help="YAML config file", show_default=True)]
-DEFAULT_CONFIG = Path("config/tracker.yaml")
-out = Console()
+from tracker.cli_common import DEFAULT_CONFIG, ConfigOpt, out
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +43,8 @@ def worker(config: ConfigOpt = DEFAULT_CONFIG,
 def status(config: ConfigOpt = DEFAULT_CONFIG,
            as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
     """Queue depths, checks in flight, each worker's last heartbeat, throttled domains."""
+    from rich.table import Table
+
     from tracker.app import open_database
     from tracker.config import load_config
     from tracker.errors import TrackerError

@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -52,6 +51,8 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 def _cron(value: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger  # only configs with schedules pay for the import
+
     try:
         CronTrigger.from_crontab(value)
     except ValueError as exc:
