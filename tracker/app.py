@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tracker.config import Config
 from tracker.db import Database
 from tracker.pipeline import CheckResult, Checker, PassSummary, finish_run, start_run, utc_slot
-from tracker.targets import TargetRef, active_targets, sync_targets
+from tracker.targets import TargetRef, sync_targets
 
 if TYPE_CHECKING:  # imported where used: `tracker check` needs neither the report nor the mail modules
     from tracker.report import Rendered
@@ -53,8 +53,9 @@ def plan_pass(config: Config, db: Database, *, rival: str | None = None,
               kinds: tuple[str, ...] | None = None) -> list[TargetRef]:
     """Bring the targets in line with the config and list the active ones (or one rival's)."""
     with db.session() as session:
-        sync_targets(session, config)
-        targets = active_targets(session, rival=rival, kinds=kinds)
+        # sync_targets lists the active targets (active_targets' query and order): filter that list.
+        targets = [t for t in sync_targets(session, config)
+                   if (rival is None or t.rival == rival) and (not kinds or t.kind in kinds)]
     if rival is not None and not targets:
         names = ", ".join(r.name for r in config.rivals) or "none configured"
         from tracker.errors import TrackerError
