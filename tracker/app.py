@@ -16,6 +16,7 @@ from tracker.config import Config
 from tracker.db import Database
 from tracker.pipeline import CheckResult, Checker, PassSummary, finish_run, start_run, utc_slot
 from tracker.targets import TargetRef, sync_targets
+from tracker.loop import run as run_loop
 
 if TYPE_CHECKING:  # imported where used: `tracker check` needs neither the report nor the mail modules
     from tracker.report import Rendered
@@ -114,8 +115,8 @@ def check_in_processes(config: Config, db: Database, *, processes: int | None = 
                       if r.fetch == "browser" or any(p.fetch == "browser" for p in r.products)}
     shards = shard_targets(targets, processes, pinned=browser_rivals)
     if len(shards) <= 1:
-        return asyncio.run(check_once(config, db, slot=slot, trigger=trigger, on_start=on_start, targets=targets,
-                                      on_result=(lambda _r: on_advance(1)) if on_advance else None))
+        return run_loop(check_once(config, db, slot=slot, trigger=trigger, on_start=on_start, targets=targets,
+                                   on_result=(lambda _r: on_advance(1)) if on_advance else None))
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -150,7 +151,7 @@ def _check_shard(index: int) -> dict:
     async def run() -> PassSummary:
         async with Checker(config, db) as checker:
             return await checker.run_pass(_SHARDS["shards"][index], slot, run_id=run_id)
-    return asyncio.run(run()).as_json()
+    return run_loop(run()).as_json()
 
 
 def send_alerts(config: Config, db: Database) -> int:
@@ -219,5 +220,3 @@ def send_reports(config: Config, db: Database):  # type: ignore[no-untyped-def]
     return deliver_pending(db, email, now=datetime.now(UTC))
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)

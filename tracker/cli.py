@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import os
@@ -15,6 +14,7 @@ import typer
 
 from tracker.cli_common import DEFAULT_CONFIG, ConfigOpt, err, out
 from tracker.errors import ConfigError, TrackerError
+from tracker.loop import run as run_loop
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Rivalwatch: watch rivals' prices, promotions, stock and rankings.")
@@ -63,8 +63,8 @@ def check(config: ConfigOpt = DEFAULT_CONFIG,
             from tracker.app import send_alerts
             from tracker.queue import check_distributed
 
-            summary = asyncio.run(check_distributed(cfg, db, rival=rival, on_start=on_start,
-                                                    on_result=(lambda _r: on_advance(1)) if on_advance else None))
+            summary = run_loop(check_distributed(cfg, db, rival=rival, on_start=on_start,
+                                                 on_result=(lambda _r: on_advance(1)) if on_advance else None))
             if summary.changes:
                 send_alerts(cfg, db)  # in one process check_in_processes does this itself
         else:
@@ -211,7 +211,7 @@ def extract(source: Annotated[str, typer.Argument(help="a saved page (.html, .ht
     selectors = Selectors(price=price, regular_price=regular_price, promotion=promotion,
                           availability=availability)
     if source.startswith(("http://", "https://")):
-        page = asyncio.run(fetch_one(source, browser=browser))
+        page = run_loop(fetch_one(source, browser=browser))
         html, page_url = page.text, page.final_url
     else:
         path = Path(source)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,6 +10,7 @@ import typer
 
 from tracker.cli_common import DEFAULT_CONFIG, ConfigOpt, err, out
 from tracker.errors import TrackerError
+from tracker.loop import run as run_loop
 
 
 def _config(path: Path | None, *, required: bool = True):  # type: ignore[no-untyped-def]
@@ -53,8 +53,8 @@ def serp(source: Annotated[str, typer.Argument(help="a saved result page (or Ser
                 raw = gzip.decompress(raw)
             result = parse_saved(raw, engine, base_url=url, config=cfg, domains=list(domains.values()))
         else:
-            result = asyncio.run(search_now(cfg, source, engine_name=engine, locale=locale, device=device,
-                                            depth=depth, fetch=fetch, domains=list(domains.values())))
+            result = run_loop(search_now(cfg, source, engine_name=engine, locale=locale, device=device,
+                                         depth=depth, fetch=fetch, domains=list(domains.values())))
     except SerpBlocked as exc:
         err.print(f"[yellow]blocked: {exc}[/yellow] (not a ranking: nothing is 'not found')")
         raise typer.Exit(2)
@@ -95,9 +95,9 @@ def discover(rival: Annotated[str, typer.Argument(help="the rival's name in the 
     cfg = _config(config)
     defaults = rival_config(cfg, rival).discovery  # the config's patterns unless given here
     db = open_database(cfg)
-    report = asyncio.run(discover_products(cfg, db, rival, include=include or defaults.include,
-                                           exclude=exclude or defaults.exclude,
-                                           max_new=max_new or defaults.max_new, track=track))
+    report = run_loop(discover_products(cfg, db, rival, include=include or defaults.include,
+                                        exclude=exclude or defaults.exclude,
+                                        max_new=max_new or defaults.max_new, track=track))
     if as_json:
         print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
         return

@@ -24,6 +24,7 @@ from tracker.config import Config
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.lease import DbLease
+from tracker.loop import run as run_loop
 
 log = logging.getLogger("tracker.scheduler")
 
@@ -296,5 +297,5 @@ def run_forever(config: Config, *, dispatch_only: bool = False, lease_ttl_s: flo
             loop.add_signal_handler(sig, stop.set)
         await _serve(config, stop, dispatch_only=dispatch_only, lease_ttl_s=lease_ttl_s)
 
-    asyncio.run(main())
+    run_loop(main())
     print("tracker run: stopped", flush=True)

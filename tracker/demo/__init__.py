@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tracker.demo.shops import EXPECTED_CHANGES, DemoShops
+from tracker.loop import run as run_loop
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class DemoResult:
 
 
 def run_demo(out_dir: Path, *, echo: Callable[[str], None] = print) -> DemoResult:
-    return asyncio.run(_demo(Path(out_dir), echo))
+    return run_loop(_demo(Path(out_dir), echo))
 
 
 async def _demo(out_dir: Path, echo: Callable[[str], None]) -> DemoResult:
