@@ -11,7 +11,8 @@ In one run:
    changed: the span store only extends spans), then `fetch: auto` on a fresh database (must not launch a
    browser), and over the JS pages with `fetch: browser`;
 3. runs urlwatch 2.29 over the same static pages with a CSS filter on the price (fresh cache, then a second
-   pass), a bare aiohttp + lexbor loop (the HTTP ceiling) and a bare Playwright loop (same Chromium, same
+   pass), a bare aiohttp + lexbor loop (the HTTP ceiling the ratios use, on asyncio's loop; again on uvloop,
+   the loop tracker runs on, for reference) and a bare Playwright loop (same Chromium, same
    flags, one context, 8 reused pages, images/fonts/media blocked, waits for the price element);
 4. prints pages/s, CPU seconds (user+sys of the process tree, from os.wait4) and peak RSS (ru_maxrss: the
    largest process; with psutil also the sampled peak of the whole tree's summed RSS and of Chromium's),
@@ -57,8 +58,9 @@ def _price(text: str | None) -> Decimal | None:
 # ----------------------------------------------------------------------------------------------------
 # bare loops (run as child processes of this script, so they are measured like the tracker)
 
-def bare_http(url_file: str, connections: int) -> None:
-    """The ceiling: aiohttp with `connections` keep-alive connections, lexbor parse of the price."""
+def bare_http(url_file: str, connections: int, loop: str = "asyncio") -> None:
+    """The ceiling: aiohttp with `connections` keep-alive connections, lexbor parse of the price, on
+    asyncio's event loop (or on uvloop, the loop tracker itself runs on: shown for reference)."""
     import aiohttp
     from selectolax.lexbor import LexborHTMLParser
 
@@ -79,7 +81,13 @@ def bare_http(url_file: str, connections: int) -> None:
                         found += 1
             await asyncio.gather(*(worker() for _ in range(connections)))
 
-    asyncio.run(main())
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    else:
+        asyncio.run(main())
     print(json.dumps({"found": found}))
 
 
@@ -279,11 +287,14 @@ def main() -> None:
                 return m
 
             print("\nruns:")
-            bare = http1 = http2 = auto = uw1 = uw2 = None
+            bare = bare_uv = http1 = http2 = auto = uw1 = uw2 = None
             if not args.skip_http:
                 bare = step(run_bare(f"bare aiohttp+lexbor ({args.connections} conns)",
                                      [PY, __file__, "_bare_http", str(work / "static.txt"), str(args.connections)],
                                      args.n))
+                bare_uv = step(run_bare(f"bare aiohttp+lexbor on uvloop ({args.connections} conns)",
+                                        [PY, __file__, "_bare_http", str(work / "static.txt"),
+                                         str(args.connections), "uvloop"], args.n))
                 db1 = work / "http.db"
                 cfg = tracker_config(work / "http.json", db1, static, args.hosts, "http", args.browser_pages)
                 http1 = step(run_tracker("tracker check fetch:http, pass 1 (fresh DB)", cfg, db1, args.n))
@@ -321,11 +332,13 @@ def main() -> None:
           "the process tree, MB (RSS counts\nshared pages once per process, PSS divides them among the sharers); "
           "chromium RSS = summed RSS of the Chromium processes.")
     print("\nratios and targets:")
-    if http1 and bare:
+    if http1 and bare and bare_uv:
         print(verdict("tracker http pass 1 / urlwatch pass 1", http1.rate / uw1.rate, 5, "x") if uw1 else
               "  (urlwatch skipped)")
         print(verdict("tracker http pass 1 / bare aiohttp loop", 100 * http1.rate / bare.rate, 60, " %"))
         print(verdict("tracker http pass 2 / bare aiohttp loop", 100 * http2.rate / bare.rate, 60, " %"))
+        print(f"  (against the bare loop on uvloop, the loop tracker runs on: pass 1 "
+              f"{100 * http1.rate / bare_uv.rate:.1f} %, pass 2 {100 * http2.rate / bare_uv.rate:.1f} %)")
         print(verdict("tracker auto (static) / tracker http pass 1", 100 * auto.rate / http1.rate, 90, " %"))
         print(f"  fetch:auto on static pages launched a browser: {'YES' if auto.browser_seen else 'no'}")
         print("  CPU per page (contention-free view): tracker http pass 1 "
@@ -343,7 +356,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_bare_http":
-        bare_http(sys.argv[2], int(sys.argv[3]))
+        bare_http(sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])
     elif len(sys.argv) > 1 and sys.argv[1] == "_bare_browser":
         bare_browser(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
