@@ -66,6 +66,7 @@ class Doc:
     disabled_buy: bool = False  # a disabled add-to-cart button for the main product (set by _buy_button)
     _raw_text: str | None = None
     _text: str | None = None
+    _raw: tuple | None = None  # `_raw_candidates` of this page, computed once
 
     def raw_visible_text(self) -> str:
         """Text of the page body without scripts and styles, its white space as the page has it (computed
@@ -77,6 +78,7 @@ class Doc:
             else:
                 for n in body.css("script, style, noscript, template, svg"):
                     n.decompose()
+                self._raw = None  # read from the tree before: some of its nodes are gone
                 self._raw_text = body.text(separator=" ")
         return self._raw_text
 
@@ -714,7 +716,14 @@ class _Raw:
 
 def _raw_candidates(doc: Doc) -> tuple[list[_Raw], tuple[int, int] | None]:
     """Every short element whose text reads as a positive amount, in document order; and the heading's
-    (start, end) position when there is one."""
+    (start, end) position when there is one. (Computed once per page: `confirming_prices` and
+    `visible_prices` both start from it.)"""
+    if doc._raw is None:
+        doc._raw = _raw_candidates_of(doc)
+    return doc._raw
+
+
+def _raw_candidates_of(doc: Doc) -> tuple[list[_Raw], tuple[int, int] | None]:
     nodes, pos = _visible_price_nodes(doc)
     h1_pos = pos.get(doc.h1_node.mem_id) if doc.h1_node is not None else None
     anchor = None
