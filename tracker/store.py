@@ -4,21 +4,28 @@
 start an observation span, diff against the previous `ok` observation, write the changes, update the
 target's failure streak. A second delivery of the same (target, slot) finds the slot taken and writes
 nothing, so a check retried by a worker, the scheduler or a restart is counted once.
+
+`record_checks` does the same for a batch of checks in one transaction (the pipeline's group commit), with
+the same results and rows as record_check item by item: the claims of the whole batch are one statement and
+the span extensions a second one, so the unchanged check, most checks, costs no statement of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
-from sqlalchemy import bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (JSON, Boolean, bindparam, column, exists, func, insert, literal, or_, select, type_coerce,
+                        update)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.types import TypeDecorator
 
 from tracker.diff import ChangeData, ProductState, Rules, diff_product, health_changes
 from tracker.models import Change, Observation, Target
@@ -122,24 +129,40 @@ class Recorded:
 # connection. Building ORM statements for every check cost more than executing them (tracker check spent
 # ~0.6 ms per target in SQLAlchemy's statement construction and ORM bulk-update machinery).
 _T, _O, _C = Target.__table__, Observation.__table__, Change.__table__
-_CLAIM = (update(_T)
-          .where(_T.c.id == bindparam("p_tid"),
-                 or_(_T.c.last_slot.is_(None), _T.c.last_slot < bindparam("p_slot", type_=_T.c.last_slot.type)))
-          .values(last_slot=bindparam("p_new_slot", type_=_T.c.last_slot.type),
-                  page_digest=bindparam("p_digest", type_=_T.c.page_digest.type))
-          .returning(_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
+
+
+def _claim(tid: Any, slot: Any, new_slot: Any, digest: Any) -> Any:
+    """The compare-and-set of a check's slot on its target's row: only a slot newer than the last one."""
+    return (update(_T)
+            .where(_T.c.id == tid, or_(_T.c.last_slot.is_(None), _T.c.last_slot < slot))
+            .values(last_slot=new_slot, page_digest=digest)
+            .returning(_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
+
+
+def _latest_id(tid: Any) -> Any:
+    """The id of a target's latest observation span."""
+    latest = _O.alias("latest")
+    return select(func.max(latest.c.id)).where(latest.c.target_id == tid).scalar_subquery()
+
+
+def _extend(observation_id: Any, slot: Any, now: Any) -> Any:
+    """One more check that saw what the span `observation_id` holds."""
+    return (update(_O)
+            .where(_O.c.id == observation_id)
+            .values(last_seen_at=now, last_slot=slot, seen_count=_O.c.seen_count + 1)
+            .returning(_O.c.id))
+
+
+_CLAIM = _claim(bindparam("p_tid"), bindparam("p_slot", type_=_T.c.last_slot.type),
+                bindparam("p_new_slot", type_=_T.c.last_slot.type),
+                bindparam("p_digest", type_=_T.c.page_digest.type))
 # The claim of a `same_page` check: only while the target still holds that page's digest.
 _CLAIM_SAME_PAGE = _CLAIM.where(_T.c.page_digest == bindparam("p_digest"))
 _SLOT_AND_DIGEST = select(_T.c.last_slot, _T.c.page_digest).where(_T.c.id == bindparam("p_tid"))
 _LATEST = (select(_O.c.id, _O.c.fingerprint, _O.c.status)
            .where(_O.c.target_id == bindparam("p_tid")).order_by(_O.c.id.desc()).limit(1))
-_EXTEND_LATEST = (update(_O)
-                  .where(_O.c.id == select(func.max(_O.c.id)).where(_O.c.target_id == bindparam("p_tid"))
-                         .scalar_subquery())
-                  .returning(_O.c.id)
-                  .values(last_seen_at=bindparam("p_now", type_=_O.c.last_seen_at.type),
-                          last_slot=bindparam("p_slot", type_=_O.c.last_slot.type),
-                          seen_count=_O.c.seen_count + 1))
+_EXTEND_LATEST = _extend(_latest_id(bindparam("p_tid")), bindparam("p_slot", type_=_O.c.last_slot.type),
+                         bindparam("p_now", type_=_O.c.last_seen_at.type))
 _EXTEND = _EXTEND_LATEST.where(_O.c.fingerprint == bindparam("p_fp"))
 _OBSERVATION = select(_O).where(_O.c.id == bindparam("p_oid"))
 _PREVIOUS_OK = (select(_O).where(_O.c.target_id == bindparam("p_tid"), _O.c.status == "ok")
@@ -157,7 +180,8 @@ class _Direct:
     The unchanged check, most checks, is two statements (claim, extend); through SQLAlchemy's execution
     machinery each cost ~3x what SQLite spends running it. Here the parameters go through the same type
     processors (UTCDateTime, Money...) and driver errors are wrapped into SQLAlchemy's exceptions, so the
-    callers' error handling is unchanged. The statement runs in the session's transaction."""
+    callers' error handling is unchanged. The statement runs in the session's transaction. `statement` may
+    also be a function of the dialect's name that builds it (a statement whose SQL differs per dialect)."""
 
     def __init__(self, statement: Any, returning: tuple[Any, ...] = ()):
         self.statement = statement
@@ -169,7 +193,9 @@ class _Direct:
     def _plan(self, dialect: Any) -> tuple[str, bool, list[tuple[str, Any, Any]], list[Any]]:
         plan = self._plans.get(dialect.name)
         if plan is None:
-            compiled = self.statement.compile(dialect=dialect)
+            statement = self.statement if isinstance(self.statement, ClauseElement) \
+                else self.statement(dialect.name)
+            compiled = statement.compile(dialect=dialect)
             # Each bind's final name (compiled.binds also lists anonymous binds under their raw keys).
             names = list(compiled.positiontup) if compiled.positional \
                 else list(dict.fromkeys(compiled.bind_names.values()))
@@ -181,6 +207,14 @@ class _Direct:
         return plan
 
     def first(self, conn: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        rows = self._run(conn, params, one=True)
+        return rows[0] if rows else None
+
+    def all(self, conn: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row the statement returns (a batch statement: one row per item it applied to)."""
+        return self._run(conn, params, one=False)
+
+    def _run(self, conn: Any, params: dict[str, Any], *, one: bool) -> list[tuple[Any, ...]]:
         dialect = conn.dialect
         sql, positional, binds, results = self._plan(dialect)
         values = []
@@ -201,14 +235,19 @@ class _Direct:
         cursor = conn.connection.dbapi_connection.cursor()
         try:
             cursor.execute(sql, args)
-            row = cursor.fetchone() if self.returning else None
+            if not self.returning:
+                rows = []
+            elif one:
+                row = cursor.fetchone()
+                rows = [row] if row is not None else []
+            else:
+                rows = cursor.fetchall()
         except dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
         finally:
             cursor.close()
-        if row is None:
-            return None
-        return tuple(proc(v) if proc is not None else v for proc, v in zip(results, row, strict=True))
+        return [tuple(proc(v) if proc is not None else v for proc, v in zip(results, row, strict=True))
+                for row in rows]
 
 
 _CLAIM_DIRECT = _Direct(_CLAIM, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
@@ -226,29 +265,231 @@ _EXTEND_DIRECT = _Direct(_EXTEND, (_O.c.id,))
 _EXTEND_LATEST_DIRECT = _Direct(_EXTEND_LATEST, (_O.c.id,))
 
 
+class _Rows(TypeDecorator[list]):
+    """Rows bound as ONE parameter, a JSON array of objects (a batch's items, read back as a table by _items):
+    each value goes through its column type's bind processing for the dialect first (times, as the direct
+    statements bind them)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, columns: tuple[tuple[str, Any], ...]):
+        super().__init__()
+        self.columns = columns
+
+    def bind_processor(self, dialect: Any) -> Callable[[list[tuple[Any, ...]]], str]:
+        names = tuple(name for name, _ in self.columns)
+        procs = [(i, proc) for i, (_, type_) in enumerate(self.columns)
+                 if (proc := type_.dialect_impl(dialect).bind_processor(dialect)) is not None]
+
+        def process(rows: list[tuple[Any, ...]]) -> str:
+            last: dict[int, tuple[Any, Any]] = {}   # a batch's items share their slot and time objects
+            items = []
+            for row in rows:
+                values = list(row)
+                for i, proc in procs:
+                    value = values[i]
+                    if value is not None:
+                        memo = last.get(i)
+                        if memo is None or memo[0] is not value:
+                            memo = last[i] = (value, proc(value))
+                        values[i] = memo[1]
+                items.append(dict(zip(names, values, strict=True)))
+            return orjson.dumps(items).decode()
+
+        return process
+
+
+# A batch of checks (record_checks): the claim of every item in one statement, then the extension of every
+# claimed item's latest span in a second one. The extension must not be part of the claim's statement: on
+# PostgreSQL that statement's snapshot predates the row locks it may wait for, and would miss a span that a
+# concurrent writer of the same target committed meanwhile. A `same_page` item is claimed only while its
+# target holds that digest and extends the latest span whatever its fingerprint, as in _claim_one.
+_ITEM_COLUMNS = (("tid", _T.c.id.type), ("slot", _T.c.last_slot.type), ("seen_at", _O.c.last_seen_at.type),
+                 ("digest", _T.c.page_digest.type), ("fp", _O.c.fingerprint.type), ("same_page", Boolean()))
+
+
+def _items(dialect: str) -> Any:
+    """The parameter `p_items` (rows of _ITEM_COLUMNS, see _Rows) as a table `item`."""
+    rows = bindparam("p_items", type_=_Rows(_ITEM_COLUMNS))
+    if dialect == "postgresql":
+        return (func.json_to_recordset(rows).table_valued(*(column(name, t) for name, t in _ITEM_COLUMNS))
+                .render_derived("item", with_types=True))
+    each = func.json_each(rows).table_valued("value")
+    return select(*(type_coerce(func.json_extract(each.c.value, f"$.{name}"), t).label(name)
+                    for name, t in _ITEM_COLUMNS)).subquery("item")
+
+
+def _claim_many_statement(dialect: str) -> Any:
+    item = _items(dialect)
+    return (_claim(item.c.tid, item.c.slot, item.c.slot, item.c.digest)
+            .where(or_(~item.c.same_page, _T.c.page_digest == item.c.digest))
+            .returning(_T.c.id))
+
+
+def _extend_many_statement(dialect: str) -> Any:
+    item = _items(dialect)
+    claimed = select(item, _latest_id(item.c.tid).label("latest_id")).subquery("claimed")
+    return (_extend(claimed.c.latest_id, claimed.c.slot, claimed.c.seen_at)
+            .where(or_(claimed.c.same_page, _O.c.fingerprint == claimed.c.fp))
+            .returning(_O.c.target_id))
+
+
+_CLAIM_MANY = _Direct(_claim_many_statement, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since, _T.c.id))
+_EXTEND_MANY = _Direct(_extend_many_statement, (_O.c.id, _O.c.target_id))
+
+
+class CheckItem(NamedTuple):
+    """One check to record (record_checks): what it saw of a target for a slot, and when."""
+
+    target_id: int
+    slot: datetime
+    observed: Observed
+    now: datetime | None = None     # None: record_checks' `now`
+
+
+# A successful claim: the target's kind, failure streak and failing_since before this check, and the id of
+# the latest span if the claim extended it (the check saw what it holds), else None.
+_Claim = tuple[str, int, datetime | None, int | None]
+
+
 def record_check(session: Session, target_id: int, slot: datetime, observed: Observed, *, now: datetime,
                  rules: Rules = Rules()) -> Recorded:
     """Store one check of one target for one slot, idempotently. The caller commits."""
+    return _record(session.connection(), CheckItem(target_id, slot, observed, now), rules)
+
+
+def record_checks(session: Session, items: Iterable[CheckItem | tuple[Any, ...]], *,
+                  now: datetime | None = None, rules: Rules = Rules()) -> list[Recorded]:
+    """Store many checks in the session's transaction: the same rows, changes and results as record_check
+    for each item in order. The caller commits; if this raises (PageChanged, a database error), the caller
+    must roll back, since items after the failing one may already be claimed.
+
+    Items are CheckItems or (target_id, slot, observed[, now]) tuples; `now` is the time of those without one.
+    The first item of each target is claimed, and its latest span extended if it saw the same thing, with
+    two statements for the whole batch (_claim_many: the unchanged check, most checks, is then done); each
+    item is then settled in order (_settle: a new span, its diff, the failure streak, the changes), and an
+    item whose target already came up in the batch is recorded in its turn as record_check does (its claim
+    depends on the earlier one's).
+    """
     conn = session.connection()
+    checks = [_with_now(item if isinstance(item, CheckItem) else CheckItem(*item), now) for item in items]
+    if len(checks) < 2:
+        return [_record(conn, check, rules) for check in checks]
+    fingerprints = [None if check.observed.same_page else check.observed.fingerprint() for check in checks]
+    first: dict[int, int] = {}
+    for i, check in enumerate(checks):
+        first.setdefault(check.target_id, i)
+    claims = _claim_many(conn, [(checks[i], fingerprints[i]) for i in first.values()])
+    return [_settle(conn, check, fingerprint, rules, claims.get(check.target_id))
+            if first[check.target_id] == i else _record(conn, check, rules, fingerprint)
+            for i, (check, fingerprint) in enumerate(zip(checks, fingerprints, strict=True))]
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class CheckWrite(Generic[R]):
+    """A check's write as a unit of work of a group-committing writer (tracker.pipeline): called alone,
+    `write(session)` is record_check; in a batch, run_writes records consecutive check writes together with
+    record_checks. `outcome` turns the Recorded into what the writer hands back."""
+
+    check: CheckItem
+    outcome: Callable[[Recorded], R]
+    rules: Rules = Rules()
+
+    def __call__(self, session: Session) -> R:
+        return self.outcome(_record(session.connection(), self.check, self.rules))
+
+
+def run_writes(session: Session, writes: Sequence[Callable[[Session], Any]]) -> list[Any]:
+    """Run a batch of units of work in the session's transaction, in order, and return what each returns:
+    every run of consecutive CheckWrites (of the same rules) as one record_checks, anything else as
+    `write(session)`."""
+    values: list[Any] = []
+    checks: list[CheckWrite[Any]] = []
+
+    def record() -> None:
+        recorded = record_checks(session, [write.check for write in checks], rules=checks[0].rules)
+        values.extend(write.outcome(r) for write, r in zip(checks, recorded, strict=True))
+        checks.clear()
+
+    for write in writes:
+        if checks and not (isinstance(write, CheckWrite) and write.rules == checks[0].rules):
+            record()
+        if isinstance(write, CheckWrite):
+            checks.append(write)
+        else:
+            values.append(write(session))
+    if checks:
+        record()
+    return values
+
+
+def _with_now(check: CheckItem, now: datetime | None) -> CheckItem:
+    if check.now is not None:
+        return check
+    if now is None:
+        raise TypeError(f"record_checks: the check of target {check.target_id} has no time and no `now` given")
+    return check._replace(now=now)
+
+
+def _record(conn: Any, check: CheckItem, rules: Rules, fingerprint: str | None = None) -> Recorded:
+    """record_check on the session's connection: claim, then settle."""
+    if fingerprint is None and not check.observed.same_page:
+        fingerprint = check.observed.fingerprint()
+    return _settle(conn, check, fingerprint, rules, _claim_one(conn, check, fingerprint))
+
+
+def _claim_one(conn: Any, check: CheckItem, fingerprint: str | None) -> _Claim | None:
+    """Claim a check's slot and extend its target's latest span if the check saw what it holds; None if
+    the slot was taken (or, for a `same_page` check, the target holds another page)."""
+    target_id, slot, observed, now = check
     params = {"p_tid": target_id, "p_slot": slot, "p_new_slot": slot, "p_digest": observed.page_digest}
     if observed.same_page:
-        return _record_same_page(conn, target_id, slot, observed, now=now, params=params)
-    fingerprint = observed.fingerprint()
-    changes: list[ChangeData] = []
-    if conn.dialect.name == "postgresql":
-        row = _CLAIM_AND_EXTEND_PG.first(conn, {**params, "p_fp": fingerprint, "p_now": now})
-        if row is None:
-            return Recorded(duplicate=True)
-        kind, streak_before, failing_since, extended_id = row
+        claimed = _CLAIM_SAME_PAGE_DIRECT.first(conn, params)
+        extend, extend_params = _EXTEND_LATEST_DIRECT, {"p_tid": target_id, "p_now": now, "p_slot": slot}
+    elif conn.dialect.name == "postgresql":
+        return _CLAIM_AND_EXTEND_PG.first(conn, {**params, "p_fp": fingerprint, "p_now": now})
     else:
         claimed = _CLAIM_DIRECT.first(conn, params)
-        if claimed is None:
-            return Recorded(duplicate=True)
-        kind, streak_before, failing_since = claimed
-        # The common case, nothing changed: extend the latest span if its fingerprint is ours.
-        extended = _EXTEND_DIRECT.first(conn, {"p_tid": target_id, "p_fp": fingerprint, "p_now": now,
-                                               "p_slot": slot})
-        extended_id = extended[0] if extended is not None else None
+        extend, extend_params = _EXTEND_DIRECT, {"p_tid": target_id, "p_fp": fingerprint, "p_now": now,
+                                                 "p_slot": slot}
+    if claimed is None:
+        return None
+    # The common case, nothing changed: extend the latest span if its fingerprint is ours.
+    extended = extend.first(conn, extend_params)
+    return (*claimed, extended[0] if extended is not None else None)
+
+
+def _claim_many(conn: Any, checks: list[tuple[CheckItem, str | None]]) -> dict[int, _Claim]:
+    """_claim_one for checks of distinct targets, in two statements: target id -> its claim.
+
+    The items go in target id order, so that concurrent batches tend to lock their targets' rows in the same
+    order."""
+    rows = sorted((check.target_id, check.slot, check.now, check.observed.page_digest, fingerprint,
+                   check.observed.same_page) for check, fingerprint in checks)
+    claimed = {row[3]: row[:3] for row in _CLAIM_MANY.all(conn, {"p_items": rows})}
+    if not claimed:
+        return {}
+    extended = {target_id: observation_id for observation_id, target_id
+                in _EXTEND_MANY.all(conn, {"p_items": [row for row in rows if row[0] in claimed]})}
+    return {target_id: (*claim, extended.get(target_id)) for target_id, claim in claimed.items()}
+
+
+def _settle(conn: Any, check: CheckItem, fingerprint: str | None, rules: Rules, claim: _Claim | None) -> Recorded:
+    """Everything after the claim (`claim`: its outcome, None if the slot was taken): a new span with its
+    diff against the previous `ok` one unless the claim extended the latest span, then the failure streak
+    and the changes."""
+    target_id, slot, observed, now = check
+    if observed.same_page:
+        return _settle_same_page(conn, check, claim)
+    if claim is None:
+        return Recorded(duplicate=True)
+    assert now is not None and fingerprint is not None
+    kind, streak_before, failing_since, extended_id = claim
+    changes: list[ChangeData] = []
     if extended_id is not None:
         row_id, new_span = extended_id, False
     else:
@@ -283,20 +524,18 @@ def record_check(session: Session, target_id: int, slot: datetime, observed: Obs
     return Recorded(duplicate=False, observation_id=row_id, new_span=new_span, changes=tuple(changes))
 
 
-def _record_same_page(conn: Any, target_id: int, slot: datetime, observed: Observed, *, now: datetime,
-                      params: dict[str, Any]) -> Recorded:
-    """The page is the one behind the latest observation (same digest): extend that observation.
+def _settle_same_page(conn: Any, check: CheckItem, claim: _Claim | None) -> Recorded:
+    """The page is the one behind the latest observation (same digest): the claim extended that observation.
 
     The latest observation of a target with a page digest is the `ok` one that page gave (the claim of
     every other check overwrites the digest in the same transaction), so nothing else can change: no
     diff, and the failure streak is already 0."""
-    claimed = _CLAIM_SAME_PAGE_DIRECT.first(conn, params)
-    if claimed is None:
+    target_id, slot = check.target_id, check.slot
+    if claim is None:
         current = conn.execute(_SLOT_AND_DIGEST, {"p_tid": target_id}).first()
         if current is not None and current.last_slot is not None and current.last_slot >= slot:
             return Recorded(duplicate=True)
         raise PageChanged(f"target {target_id}: page digest changed since the check started")
-    extended = _EXTEND_LATEST_DIRECT.first(conn, {"p_tid": target_id, "p_now": now, "p_slot": slot})
-    if extended is None:
+    if claim[3] is None:
         raise PageChanged(f"target {target_id}: no observation to extend")
-    return Recorded(duplicate=False, observation_id=extended[0], new_span=False)
+    return Recorded(duplicate=False, observation_id=claim[3], new_span=False)
