@@ -35,7 +35,7 @@ from tracker.db import Database
 from tracker.errors import DatabaseError
 from tracker.diff import Rules
 from tracker.models import Rival, Run, Target
-from tracker.store import Observed, PageChanged, record_check
+from tracker.store import CheckItem, CheckWrite, Observed, PageChanged, Recorded, run_writes
 from tracker.targets import TargetRef
 
 T = TypeVar("T")
@@ -195,7 +195,8 @@ class Checker:
         if len(fns) > 1:
             try:
                 with self.db.session() as session:
-                    return [(True, fn(session)) for fn in fns]
+                    # Check writes (CheckWrite) are recorded together: record_checks, a few statements.
+                    return [(True, value) for value in run_writes(session, fns)]
             except Exception:  # noqa: BLE001 - rolled back: redo one by one below
                 pass
         outcomes: list[tuple[bool, Any]] = []
@@ -243,12 +244,12 @@ class Checker:
                 observed, via = Observed("failed", f"internal error: {type(exc).__name__}: {exc}"[:500]), None
         now = datetime.now(UTC)
 
-        def write(session: Session) -> CheckResult:
-            recorded = record_check(session, target.id, slot, observed, now=now, rules=self.rules)
+        def result(recorded: Recorded) -> CheckResult:
             return CheckResult(target.id, target.rival, observed.status, observed.reason,
                                len(recorded.changes), recorded.duplicate, via)
 
-        return await self._write(write)
+        # Callable as write(session) like any unit of work; batched with the other checks' by _run_batch.
+        return await self._write(CheckWrite(CheckItem(target.id, slot, observed, now), result, self.rules))
 
     def _load(self, target_id: int) -> TargetSpec:
         spec = self._load_many([target_id]).get(target_id)
