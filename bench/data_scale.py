@@ -13,9 +13,9 @@ the benchmark runs. With `--own`, the first of the 50 shops is the own shop and 
 50 (the same SKU in each), so the report's price position covers every product: its most expensive case.
 
 Then, timed:
-1. the diff pass of that last slot over every target: `tracker.store.record_check` for each (95%+ unchanged:
-   the span is extended; ~1.25% changed: new span + change), in transactions of 256 as the pipeline's group
-   commit does;
+1. the diff pass of that last slot over every target (95%+ unchanged: the span is extended; ~1.25% changed:
+   new span + change), in transactions of 256 checks, each batch through `tracker.store.record_checks` as the
+   pipeline's group commit records it (tracker.pipeline.Checker._run_batch);
 2. the report of the day's unreported changes (~2,500 at full scale), as of the end of that pass (its 30-day
    price charts end there): `tracker.report.collect` + `render`;
 and the database's size on disk.
@@ -47,7 +47,7 @@ from tracker.db import Database  # noqa: E402
 from tracker.diff import Rules  # noqa: E402
 from tracker.models import Change, Observation, OutboxMessage, Rival, Run, Target  # noqa: E402
 from tracker.report import collect, render  # noqa: E402
-from tracker.store import Observed, record_check  # noqa: E402
+from tracker.store import CheckItem, Observed, record_checks  # noqa: E402
 
 START = datetime(2025, 4, 1, tzinfo=UTC)
 HOURS = (7, 11, 15, 19)
@@ -241,13 +241,14 @@ def main() -> None:
         new_spans = changes = 0
         ids = list(state["latest_price"])
         for start in range(0, len(ids), args.batch):
+            batch = [CheckItem(t, slot, obs) for t, obs in zip(ids[start:start + args.batch],
+                                                                seen[start:start + args.batch])]
             with db.session() as session:
-                for t, obs in zip(ids[start:start + args.batch], seen[start:start + args.batch]):
-                    rec = record_check(session, t, slot, obs, now=now, rules=rules)
+                for rec in record_checks(session, batch, now=now, rules=rules):
                     new_spans += rec.new_span
                     changes += len(rec.changes)
         diff_s = time.perf_counter() - t0
-        print(f"\n1. diff pass, {len(ids):,} targets (record_check, {args.batch} per transaction): {diff_s:.2f} s "
+        print(f"\n1. diff pass, {len(ids):,} targets (record_checks, {args.batch} per transaction): {diff_s:.2f} s "
               f"({1e6 * diff_s / len(ids):.0f} us per target); {new_spans:,} new spans, {changes:,} changes, "
               f"{len(ids) - new_spans:,} spans extended")
 
