@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -70,6 +71,9 @@ def check(config: ConfigOpt = DEFAULT_CONFIG,
         else:
             from tracker.app import check_in_processes
 
+            # What start-up made (modules, config) lives until exit: keep the garbage collector off it for
+            # the pass (a full collection walked it all), and the forked shards share its memory pages.
+            gc.freeze()
             summary = check_in_processes(cfg, db, processes=processes, rival=rival, on_start=on_start,
                                          on_advance=on_advance)
     if as_json:
@@ -294,6 +298,12 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        # The interpreter's last garbage collection at exit walks every object the imports made (SQLAlchemy,
+        # pydantic, aiohttp...): ~0.2 s of every run. Nothing is left to collect that matters once the
+        # command is over (files and connections are closed by their owners, and cycles are never
+        # finalized at exit anyway), so move everything out of the collector's sight.
+        gc.freeze()
 
 
 if __name__ == "__main__":
