@@ -20,8 +20,8 @@ from decimal import Decimal
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
-from sqlalchemy import (JSON, Boolean, bindparam, column, exists, func, insert, literal, or_, select, type_coerce,
-                        update)
+from sqlalchemy import (JSON, Boolean, bindparam, cast, exists, func, insert, literal, literal_column, or_, select,
+                        type_coerce, update)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ClauseElement
@@ -159,15 +159,11 @@ _CLAIM = _claim(bindparam("p_tid"), bindparam("p_slot", type_=_T.c.last_slot.typ
 # The claim of a `same_page` check: only while the target still holds that page's digest.
 _CLAIM_SAME_PAGE = _CLAIM.where(_T.c.page_digest == bindparam("p_digest"))
 _SLOT_AND_DIGEST = select(_T.c.last_slot, _T.c.page_digest).where(_T.c.id == bindparam("p_tid"))
-_LATEST = (select(_O.c.id, _O.c.fingerprint, _O.c.status)
-           .where(_O.c.target_id == bindparam("p_tid")).order_by(_O.c.id.desc()).limit(1))
 _EXTEND_LATEST = _extend(_latest_id(bindparam("p_tid")), bindparam("p_slot", type_=_O.c.last_slot.type),
                          bindparam("p_now", type_=_O.c.last_seen_at.type))
 _EXTEND = _EXTEND_LATEST.where(_O.c.fingerprint == bindparam("p_fp"))
-_OBSERVATION = select(_O).where(_O.c.id == bindparam("p_oid"))
-_PREVIOUS_OK = (select(_O).where(_O.c.target_id == bindparam("p_tid"), _O.c.status == "ok")
-                .order_by(_O.c.id.desc()).limit(1))
-_INSERT_OBSERVATION = insert(_O).returning(_O.c.id)
+# The new spans of a batch: their ids in the order of the rows, as one INSERT each would have given them.
+_INSERT_OBSERVATIONS = insert(_O).returning(_O.c.id, sort_by_parameter_order=True)
 _STREAK = (update(_T).where(_T.c.id == bindparam("p_tid"))
            .values(fail_streak=bindparam("p_streak", type_=_T.c.fail_streak.type),
                    failing_since=bindparam("p_since", type_=_T.c.failing_since.type)))
@@ -266,9 +262,9 @@ _EXTEND_LATEST_DIRECT = _Direct(_EXTEND_LATEST, (_O.c.id,))
 
 
 class _Rows(TypeDecorator[list]):
-    """Rows bound as ONE parameter, a JSON array of objects (a batch's items, read back as a table by _items):
+    """Rows bound as ONE parameter, a JSON array of arrays (a batch's items, read back as a table by _items):
     each value goes through its column type's bind processing for the dialect first (times, as the direct
-    statements bind them)."""
+    statements bind them). JSONB on PostgreSQL, whose parser is the faster one."""
 
     impl = JSON
     cache_ok = True
@@ -277,14 +273,22 @@ class _Rows(TypeDecorator[list]):
         super().__init__()
         self.columns = columns
 
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
     def bind_processor(self, dialect: Any) -> Callable[[list[tuple[Any, ...]]], str]:
-        names = tuple(name for name, _ in self.columns)
         procs = [(i, proc) for i, (_, type_) in enumerate(self.columns)
                  if (proc := type_.dialect_impl(dialect).bind_processor(dialect)) is not None]
 
         def process(rows: list[tuple[Any, ...]]) -> str:
+            if not procs:
+                return orjson.dumps(rows).decode()
             last: dict[int, tuple[Any, Any]] = {}   # a batch's items share their slot and time objects
-            items = []
+            converted = []
             for row in rows:
                 values = list(row)
                 for i, proc in procs:
@@ -294,8 +298,8 @@ class _Rows(TypeDecorator[list]):
                         if memo is None or memo[0] is not value:
                             memo = last[i] = (value, proc(value))
                         values[i] = memo[1]
-                items.append(dict(zip(names, values, strict=True)))
-            return orjson.dumps(items).decode()
+                converted.append(values)
+            return orjson.dumps(converted).decode()
 
         return process
 
@@ -309,15 +313,16 @@ _ITEM_COLUMNS = (("tid", _T.c.id.type), ("slot", _T.c.last_slot.type), ("seen_at
                  ("digest", _T.c.page_digest.type), ("fp", _O.c.fingerprint.type), ("same_page", Boolean()))
 
 
-def _items(dialect: str) -> Any:
-    """The parameter `p_items` (rows of _ITEM_COLUMNS, see _Rows) as a table `item`."""
-    rows = bindparam("p_items", type_=_Rows(_ITEM_COLUMNS))
+def _items(dialect: str, columns: tuple[tuple[str, Any], ...] = _ITEM_COLUMNS) -> Any:
+    """The parameter `p_items` (rows of `columns`, see _Rows) as a table `item`."""
+    rows = bindparam("p_items", type_=_Rows(columns))
     if dialect == "postgresql":
-        return (func.json_to_recordset(rows).table_valued(*(column(name, t) for name, t in _ITEM_COLUMNS))
-                .render_derived("item", with_types=True))
-    each = func.json_each(rows).table_valued("value")
-    return select(*(type_coerce(func.json_extract(each.c.value, f"$.{name}"), t).label(name)
-                    for name, t in _ITEM_COLUMNS)).subquery("item")
+        each = func.jsonb_array_elements(rows).table_valued("value")
+        values = [cast(each.c.value.op("->>")(literal_column(str(i))), t) for i, (_, t) in enumerate(columns)]
+    else:
+        each = func.json_each(rows).table_valued("value")
+        values = [type_coerce(func.json_extract(each.c.value, f"$[{i}]"), t) for i, (_, t) in enumerate(columns)]
+    return select(*(value.label(name) for value, (name, _) in zip(values, columns, strict=True))).subquery("item")
 
 
 def _claim_many_statement(dialect: str) -> Any:
@@ -335,8 +340,18 @@ def _extend_many_statement(dialect: str) -> Any:
             .returning(_O.c.target_id))
 
 
+def _latest_ok_statement(dialect: str) -> Any:
+    item = _items(dialect, _ITEM_COLUMNS[:1])
+    ok = _O.alias("ok")
+    latest_ok = select(func.max(ok.c.id)).where(ok.c.target_id == item.c.tid, ok.c.status == "ok").scalar_subquery()
+    return select(_O).select_from(item).join(_O, _O.c.id == latest_ok)
+
+
 _CLAIM_MANY = _Direct(_claim_many_statement, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since, _T.c.id))
 _EXTEND_MANY = _Direct(_extend_many_statement, (_O.c.id, _O.c.target_id))
+# dialect -> the latest `ok` observation of each target (`p_items`: target ids) that has one. Run through
+# SQLAlchemy, which knows how to read every column's type back; once per batch.
+_LATEST_OK_MANY: dict[str, Any] = {}
 
 
 class CheckItem(NamedTuple):
@@ -356,34 +371,35 @@ _Claim = tuple[str, int, datetime | None, int | None]
 def record_check(session: Session, target_id: int, slot: datetime, observed: Observed, *, now: datetime,
                  rules: Rules = Rules()) -> Recorded:
     """Store one check of one target for one slot, idempotently. The caller commits."""
-    return _record(session.connection(), CheckItem(target_id, slot, observed, now), rules)
+    return _record(session.connection(), [CheckItem(target_id, slot, observed, now)], rules)[0]
 
 
 def record_checks(session: Session, items: Iterable[CheckItem | tuple[Any, ...]], *,
                   now: datetime | None = None, rules: Rules = Rules()) -> list[Recorded]:
-    """Store many checks in the session's transaction: the same rows, changes and results as record_check
-    for each item in order. The caller commits; if this raises (PageChanged, a database error), the caller
-    must roll back, since items after the failing one may already be claimed.
+    """Store many checks in the session's transaction: the same rows (ids included), changes and results as
+    record_check for each item in order. The caller commits; if this raises (PageChanged, a database error),
+    the caller must roll back, since items after the failing one may already be written.
 
     Items are CheckItems or (target_id, slot, observed[, now]) tuples; `now` is the time of those without one.
-    The first item of each target is claimed, and its latest span extended if it saw the same thing, with
-    two statements for the whole batch (_claim_many: the unchanged check, most checks, is then done); each
-    item is then settled in order (_settle: a new span, its diff, the failure streak, the changes), and an
-    item whose target already came up in the batch is recorded in its turn as record_check does (its claim
-    depends on the earlier one's).
+    A run of items of distinct targets (a whole batch, unless a target comes up twice) costs a few statements
+    whatever its length: every claim in one (_claim_many), every extension of a latest span in a second (the
+    unchanged check, most checks, is then done), then the new spans, the failure streaks and the changes
+    (_settle). A target's next item starts the next run: its claim depends on the earlier one's.
     """
     conn = session.connection()
     checks = [_with_now(item if isinstance(item, CheckItem) else CheckItem(*item), now) for item in items]
-    if len(checks) < 2:
-        return [_record(conn, check, rules) for check in checks]
-    fingerprints = [None if check.observed.same_page else check.observed.fingerprint() for check in checks]
-    first: dict[int, int] = {}
-    for i, check in enumerate(checks):
-        first.setdefault(check.target_id, i)
-    claims = _claim_many(conn, [(checks[i], fingerprints[i]) for i in first.values()])
-    return [_settle(conn, check, fingerprint, rules, claims.get(check.target_id))
-            if first[check.target_id] == i else _record(conn, check, rules, fingerprint)
-            for i, (check, fingerprint) in enumerate(zip(checks, fingerprints, strict=True))]
+    recorded: list[Recorded] = []
+    run: list[CheckItem] = []
+    targets: set[int] = set()
+    for check in checks:
+        if check.target_id in targets:
+            recorded += _record(conn, run, rules)
+            run, targets = [], set()
+        run.append(check)
+        targets.add(check.target_id)
+    if run:
+        recorded += _record(conn, run, rules)
+    return recorded
 
 
 R = TypeVar("R")
@@ -400,7 +416,7 @@ class CheckWrite(Generic[R]):
     rules: Rules = Rules()
 
     def __call__(self, session: Session) -> R:
-        return self.outcome(_record(session.connection(), self.check, self.rules))
+        return self.outcome(_record(session.connection(), [self.check], self.rules)[0])
 
 
 def run_writes(session: Session, writes: Sequence[Callable[[Session], Any]]) -> list[Any]:
@@ -435,11 +451,15 @@ def _with_now(check: CheckItem, now: datetime | None) -> CheckItem:
     return check._replace(now=now)
 
 
-def _record(conn: Any, check: CheckItem, rules: Rules, fingerprint: str | None = None) -> Recorded:
-    """record_check on the session's connection: claim, then settle."""
-    if fingerprint is None and not check.observed.same_page:
-        fingerprint = check.observed.fingerprint()
-    return _settle(conn, check, fingerprint, rules, _claim_one(conn, check, fingerprint))
+def _record(conn: Any, checks: list[CheckItem], rules: Rules) -> list[Recorded]:
+    """Checks of distinct targets, on the session's connection: claim, then settle."""
+    fingerprints = [None if check.observed.same_page else check.observed.fingerprint() for check in checks]
+    if len(checks) == 1:
+        claims = [_claim_one(conn, checks[0], fingerprints[0])]
+    else:
+        claimed = _claim_many(conn, list(zip(checks, fingerprints, strict=True)))
+        claims = [claimed.get(check.target_id) for check in checks]
+    return _settle(conn, list(zip(checks, fingerprints, claims, strict=True)), rules)
 
 
 def _claim_one(conn: Any, check: CheckItem, fingerprint: str | None) -> _Claim | None:
@@ -478,50 +498,82 @@ def _claim_many(conn: Any, checks: list[tuple[CheckItem, str | None]]) -> dict[i
     return {target_id: (*claim, extended.get(target_id)) for target_id, claim in claimed.items()}
 
 
-def _settle(conn: Any, check: CheckItem, fingerprint: str | None, rules: Rules, claim: _Claim | None) -> Recorded:
-    """Everything after the claim (`claim`: its outcome, None if the slot was taken): a new span with its
-    diff against the previous `ok` one unless the claim extended the latest span, then the failure streak
-    and the changes."""
-    target_id, slot, observed, now = check
-    if observed.same_page:
-        return _settle_same_page(conn, check, claim)
-    if claim is None:
-        return Recorded(duplicate=True)
-    assert now is not None and fingerprint is not None
-    kind, streak_before, failing_since, extended_id = claim
-    changes: list[ChangeData] = []
-    if extended_id is not None:
-        row_id, new_span = extended_id, False
-    else:
-        latest = conn.execute(_LATEST, {"p_tid": target_id}).first()
-        if observed.status == "ok":
-            differ = differ_for(kind)
+def _settle(conn: Any, settling: list[tuple[CheckItem, str | None, _Claim | None]], rules: Rules) -> list[Recorded]:
+    """Everything after the claims of checks of distinct targets (each with its fingerprint and its claim's
+    outcome, None if the slot was taken), in their order: a new span with its diff against the previous `ok`
+    one where the claim did not extend the latest span, the failure streaks and the changes. At most four
+    statements, however many checks."""
+    differs = {}
+    for check, _, claim in settling:
+        if claim is not None and claim[3] is None and check.observed.status == "ok" and not check.observed.same_page:
+            differ = differ_for(claim[0])
             if differ is not None:
-                previous_ok = conn.execute(_OBSERVATION, {"p_oid": latest.id}).first() \
-                    if latest is not None and latest.status == "ok" \
-                    else conn.execute(_PREVIOUS_OK, {"p_tid": target_id}).first()
+                differs[check.target_id] = differ
+    previous = _latest_ok(conn, list(differs)) if differs else {}
+    settled: list[Recorded | tuple[int | None, int | None, list[ChangeData]]] = []
+    new_spans: list[dict[str, Any]] = []
+    streaks: list[dict[str, Any]] = []
+    for check, fingerprint, claim in settling:
+        target_id, slot, observed, now = check
+        if observed.same_page:
+            settled.append(_settle_same_page(conn, check, claim))
+            continue
+        if claim is None:
+            settled.append(Recorded(duplicate=True))
+            continue
+        assert now is not None
+        kind, streak_before, failing_since, extended_id = claim
+        changes: list[ChangeData] = []
+        span = None
+        if extended_id is None:
+            differ = differs.get(target_id)
+            if differ is not None:
+                previous_ok = previous.get(target_id)
                 changes += differ(Observed.from_row(previous_ok) if previous_ok else None, observed, rules)
-        row_id = conn.execute(_INSERT_OBSERVATION, {
-            "target_id": target_id, "status": observed.status, "reason": observed.reason,
-            "fingerprint": fingerprint, "first_seen_at": now, "last_seen_at": now, "first_slot": slot,
-            "last_slot": slot, "seen_count": 1, "price": observed.price, "regular_price": observed.regular_price,
-            "currency": observed.currency, "availability": observed.availability,
-            "promotions": list(observed.promotions) or None, "title": observed.title, "sku": observed.sku,
-            "gtin": observed.gtin, "rank": observed.rank, "data": observed.data or None}).scalar_one()
-        new_span = True
+            span = len(new_spans)
+            new_spans.append({
+                "target_id": target_id, "status": observed.status, "reason": observed.reason,
+                "fingerprint": fingerprint, "first_seen_at": now, "last_seen_at": now, "first_slot": slot,
+                "last_slot": slot, "seen_count": 1, "price": observed.price,
+                "regular_price": observed.regular_price, "currency": observed.currency,
+                "availability": observed.availability, "promotions": list(observed.promotions) or None,
+                "title": observed.title, "sku": observed.sku, "gtin": observed.gtin, "rank": observed.rank,
+                "data": observed.data or None})
+        since = failing_since.isoformat() if failing_since else now.isoformat()
+        streak, health = health_changes(status=observed.status, reason=observed.reason,
+                                        streak_before=streak_before, failing_since=since, rules=rules)
+        changes += health
+        new_failing_since = None if streak == 0 else (failing_since or now)
+        if streak != streak_before or new_failing_since != failing_since:
+            streaks.append({"p_tid": target_id, "p_streak": streak, "p_since": new_failing_since})
+        settled.append((extended_id, span, changes))
 
-    since = failing_since.isoformat() if failing_since else now.isoformat()
-    streak, health = health_changes(status=observed.status, reason=observed.reason,
-                                    streak_before=streak_before, failing_since=since, rules=rules)
-    changes += health
-    new_failing_since = None if streak == 0 else (failing_since or now)
-    if streak != streak_before or new_failing_since != failing_since:
-        conn.execute(_STREAK, {"p_tid": target_id, "p_streak": streak, "p_since": new_failing_since})
-    if changes:
-        conn.execute(_INSERT_CHANGE, [
-            {"target_id": target_id, "observation_id": row_id, "kind": change.kind, "detected_at": now,
-             "data": change.data} for change in changes])
-    return Recorded(duplicate=False, observation_id=row_id, new_span=new_span, changes=tuple(changes))
+    span_ids = conn.execute(_INSERT_OBSERVATIONS, new_spans).scalars().all() if new_spans else []
+    if streaks:
+        conn.execute(_STREAK, streaks)
+    recorded: list[Recorded] = []
+    change_rows: list[dict[str, Any]] = []
+    for (check, _, _), outcome in zip(settling, settled, strict=True):
+        if isinstance(outcome, Recorded):
+            recorded.append(outcome)
+            continue
+        extended_id, span, changes = outcome
+        row_id = extended_id if span is None else span_ids[span]
+        change_rows += [{"target_id": check.target_id, "observation_id": row_id, "kind": change.kind,
+                         "detected_at": check.now, "data": change.data} for change in changes]
+        recorded.append(Recorded(duplicate=False, observation_id=row_id, new_span=span is not None,
+                                 changes=tuple(changes)))
+    if change_rows:
+        conn.execute(_INSERT_CHANGE, change_rows)
+    return recorded
+
+
+def _latest_ok(conn: Any, target_ids: list[int]) -> dict[int, Any]:
+    """The latest `ok` observation of each of these targets that has one: what a new `ok` one is diffed with."""
+    statement = _LATEST_OK_MANY.get(conn.dialect.name)
+    if statement is None:
+        statement = _LATEST_OK_MANY[conn.dialect.name] = _latest_ok_statement(conn.dialect.name)
+    return {row.target_id: row for row in conn.execute(statement, {"p_items": [(t,) for t in target_ids]})}
 
 
 def _settle_same_page(conn: Any, check: CheckItem, claim: _Claim | None) -> Recorded:
