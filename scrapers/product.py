@@ -67,6 +67,26 @@ class Doc:
     _raw_text: str | None = None
     _text: str | None = None
     _raw: tuple | None = None  # `_raw_candidates` of this page, computed once
+    _class_id_text: str | None = None
+
+    def class_id_text(self) -> str:
+        """The class and id values of the page's elements, one per line (read once, before any rule
+        changes the tree): what the `[class*=word]` / `[id*=word]` selectors of a `_Query` can match."""
+        if self._class_id_text is None:
+            values = []
+            for n in self.tree.css("[class], [id]"):
+                a = n.attributes
+                c, i = a.get("class"), a.get("id")
+                if c is None and i is None:
+                    # matched under another spelling of the name (a prefixed one): all its values, to be safe
+                    values.extend(v for v in a.values() if v)
+                else:
+                    if c:
+                        values.append(c)
+                    if i:
+                        values.append(i)
+            self._class_id_text = "\n".join(values)
+        return self._class_id_text
 
     def raw_visible_text(self) -> str:
         """Text of the page body without scripts and styles, its white space as the page has it (computed
@@ -235,11 +255,39 @@ def _choose_offer(rec: Record, doc: Doc) -> dict | None:
 # --------------------------------------------------------------------------------------------------
 # visible prices
 
+_WORD_SELECTOR = re.compile(r"\[(?:class|id)\*=([\w-]+)\]")
+
+
+class _Query:
+    """A list of CSS selectors, run on a page without those of its `[class*=word]` / `[id*=word]`
+    selectors that cannot match there: no class or id of the page holds their word (`Doc.class_id_text`).
+
+    lexbor tries every selector of a list on every element, so each one costs about a pass over the page,
+    and a page uses few of a list's words. The answer is the whole list's: a selector that matches no
+    element adds nothing to it, and the elements the others match keep their document order and their
+    number (an element is listed once per selector of the list it matches)."""
+
+    def __init__(self, css: str):
+        self.css = css
+        self.parts: list[tuple[str, str | None]] = []  # (selector, word of a `[class*=word]` / `[id*=word]`)
+        for sel in css.split(","):
+            sel = sel.strip()
+            m = _WORD_SELECTOR.fullmatch(sel)
+            self.parts.append((sel, m.group(1) if m else None))
+
+    def run(self, doc: Doc) -> list:
+        """`doc.tree.css(self.css)`."""
+        values = doc.class_id_text()
+        kept = [sel for sel, word in self.parts if word is None or word in values]
+        return doc.tree.css(", ".join(kept)) if kept else []
+
+
 _PRICE_SEL = (
     "h1, [class*=price], [class*=Price], [class*=PRICE], [id*=price], [id*=Price], [itemprop=price], "
     "[data-price], [class*=cena], [class*=preis], [class*=Preis], [class*=prix], [class*=precio], [class*=preco], "
     "[class*=prezzo], [class*=amount], [class*=Amount], del, s, strike"
 )
+_PRICE_QUERY = _Query(_PRICE_SEL)
 _BAD_CONTEXT = re.compile(
     r"related|recommend|similar|carousel|slider|swiper|upsell|up-sell|cross-?sell|also|recent|viewed|footer|"
     r"navbar|mini-?cart|basket|bundle|accessor|review|sponsor|compare-list|suggest|other-?products|"
@@ -657,7 +705,7 @@ def _in_option(node) -> bool:
 
 
 def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
-    nodes = doc.tree.css(_PRICE_SEL)
+    nodes = _PRICE_QUERY.run(doc)
     seen = {n.mem_id for n in nodes}
     pos, short = _scan(doc)
     extra = []
@@ -1284,6 +1332,7 @@ _AVAIL_SEL = (
     "[class*=out-of-stock], [class*=unavailable], [class*=Unavailable], [class*=inventory], [class*=disponib], "
     "[class*=verfueg], [class*=lager], [class*=agotado], [class*=esgotado], [class*=nalich], [class*=status]"
 )
+_AVAIL_QUERY = _Query(_AVAIL_SEL)
 _WEAK_OOS_CONTEXT = re.compile(
     r"image|imagen|bild|photo|foto|picture|colou?r|size|talla|taille|größe|taglia|tamanho|delivery|shipping|"
     r"envío|livraison|lieferung|store|shop|tienda|magasin|filiale|click|collect|pickup|retrait|recogida|"
@@ -1294,7 +1343,7 @@ _WEAK_OOS_CONTEXT = re.compile(
 
 def _visible_availability(doc: Doc) -> Availability | None:
     """First stock statement in a stock / availability element of the main product, or None."""
-    for node in doc.tree.css(_AVAIL_SEL):
+    for node in _AVAIL_QUERY.run(doc):
         if node.tag in ("option", "select", "script", "style", "li", "body", "html", "form", "input", "button"):
             continue
         text = node.text(deep=True)
@@ -1318,6 +1367,7 @@ _BUY_SEL = (
     "[class*=add-to-bag], [class*=add-to-basket], [id*=add-to-cart], [id*=addToCart], [id*=add-to-basket], "
     "[class*=buy-now], [class*=buyNow]"
 )
+_BUY_QUERY = _Query(_BUY_SEL)
 _BUY_TEXT = re.compile(
     r"add to (?:your )?(?:cart|bag|basket|trolley)|buy (?:it )?now|add to order|in den (?:warenkorb|einkaufswagen)|"
     r"ajouter au panier|añadir al (?:carrito|carro)|agregar al carrito|aggiungi al carrello|adicionar ao carrinho|"
@@ -1334,7 +1384,7 @@ def _buy_button(doc: Doc) -> bool | None:
     says the product is gone ("Sold out", "Ausverkauft" in place of "Add to cart"); None: none seen, or only
     disabled ones (shops disable "Add to cart" until a size is chosen)."""
     seen_oos = False
-    for node in doc.tree.css(_BUY_SEL):
+    for node in _BUY_QUERY.run(doc):
         a = node.attributes
         text = a.get("value") if node.tag == "input" else node.text(deep=True)
         text = _ws(text or a.get("aria-label") or a.get("title") or "")
@@ -1364,13 +1414,14 @@ _BADGE_SEL = (
     "[class*=label], [class*=flag], [class*=sticker], [class*=tag], [class*=saving], [class*=sale], "
     "[class*=coupon], [class*=voucher], [class*=shipping], [class*=delivery]"
 )
+_BADGE_QUERY = _Query(_BADGE_SEL)
 
 
 def _promotions(doc: Doc) -> tuple[tuple[str, ...], str | None, str | None, Decimal | None]:
     badges: list[str] = []
     coupon = ends = None
     shipping = None
-    for node in doc.tree.css(_BADGE_SEL):
+    for node in _BADGE_QUERY.run(doc):
         if node.tag in ("script", "style", "body", "html", "meta", "link"):
             continue
         text = node.text(deep=True)
