@@ -327,15 +327,22 @@ def parse_price(
         text = str(text)
     if currency_hint is None:
         m = _SIMPLE_PRICE.fullmatch(text)
-        if m is not None and not (m.group(1) and m.group(6)) and m.group(3) != m.group(4) \
-                and (m.group(1) or text[0] != " ") and (m.group(6) or text[-1] != " "):
-            # "$1,234.56", "12,34 €", "£0.99": two decimals settle the separator; same result as below
-            sym = m.group(1) or m.group(6)
-            sep = m.group(4)
-            whole = m.group(2).replace("," if sep == "." else ".", "")
-            return Decimal(whole + "." + m.group(5)), \
-                (currency_from_symbol(sym, country) if sym else None)
+        if m is not None:
+            before, whole, group_sep, sep, cents, after = m.groups()
+            if not (before and after) and group_sep != sep and (before or text[0] != " ") \
+                    and (after or text[-1] != " "):
+                # "$1,234.56", "12,34 €", "£0.99": two decimals settle the separator; same result as below
+                sym = before or after
+                whole = whole.replace("," if sep == "." else ".", "")
+                return Decimal(whole + "." + cents), (_simple_symbol_currency(sym, country) if sym else None)
     return _parse_price_text(text, decimal_hint, currency_hint, country)
+
+
+def _simple_symbol_currency(symbol: str, country: str | None) -> str | None:
+    """`currency_from_symbol` for the symbols of `_SIMPLE_PRICE`."""
+    if symbol == "$":
+        return _DOLLAR_BY_COUNTRY.get(country.upper() if country else "", "USD")
+    return _SYMBOLS[symbol]  # € £
 
 
 # the common shapes of a shown price: one $/€/£ before or after, a number with two decimals
