@@ -63,6 +63,7 @@ class Doc:
     pos: dict[int, int] = field(default_factory=dict)  # element -> document position (set by _raw_candidates)
     first_after_h1: int | None = None  # position of the first price-like element after the heading
     ctx_cache: dict[int, tuple[bool, bool]] = field(default_factory=dict)
+    word_tests: dict[tuple, Any] = field(default_factory=dict)  # see `_words_around`, `_struck_by_words`
     disabled_buy: bool = False  # a disabled add-to-cart button for the main product (set by _buy_button)
     _raw_text: str | None = None
     _text: str | None = None
@@ -608,6 +609,15 @@ def _has_currency(text: str) -> bool:
     return False
 
 
+def _tag_ids() -> tuple[int, int]:
+    text = LexborHTMLParser("<p>x<!---->").css_first("p").child
+    assert text.tag == "-text" and text.next.tag == "-comment"
+    return text.tag_id, text.next.tag_id
+
+
+_TEXT_NODE, _COMMENT_NODE = _tag_ids()  # lexbor's tag ids of text and comment nodes
+
+
 def _scan(doc: Doc) -> tuple[dict[int, int], list]:
     """One walk over the body: document position (count of non-blank text nodes before it) of every
     element, and the short text nodes (up to 60 characters) that may hold a price, with their position."""
@@ -617,16 +627,17 @@ def _scan(doc: Doc) -> tuple[dict[int, int], list]:
     if body is None:
         return pos, short
     i = 0
-    # text nodes of ASCII white space only are blank: skipped by the walk itself
+    # text nodes of ASCII white space only are blank: skipped by the walk itself. (The node kinds are told
+    # by `tag_id`, the number `tag` reads its "-text" / "-comment" name from, without making that name.)
     for n in body.traverse(include_text=True, skip_empty=True):
-        tag = n.tag
-        if tag == "-text":
+        kind = n.tag_id
+        if kind == _TEXT_NODE:
             t = n.text_content
             if t and not t.isspace():
                 i += 1
                 if len(t) <= 60:
                     short.append((n, i, t))
-        elif tag != "-comment":
+        elif kind != _COMMENT_NODE:
             pos[n.mem_id] = i
     return pos, short
 
@@ -760,6 +771,7 @@ class _Raw:
     currency: str | None
     order: int
     index: int = 0  # rank in document order among all raw candidates
+    around: tuple[str, str] | None = None  # `_surroundings` of the element (read once, by `_around`)
 
 
 def _raw_candidates(doc: Doc) -> tuple[list[_Raw], tuple[int, int] | None]:
@@ -848,21 +860,56 @@ def _titles_own_gallery_price(doc: Doc, node) -> bool:
     return len({n.strip(" .,'") for n in _NUMBERS.findall(text)}) <= 2
 
 
-def _strike_of(r: _Raw, sc: int, before: str) -> bool:
+def _around(r: _Raw) -> tuple[str, str]:
+    """`_surroundings` of a raw candidate."""
+    if r.around is None:
+        r.around = _surroundings(r.node, r.text)
+    return r.around
+
+
+# The prices of one box (a price element and the span inside it) share the words around them: the tests of
+# those words are made once per page and words (`Doc.word_tests`).
+
+def _struck_by_words(doc: Doc, before: str) -> bool:
+    """The words right before a price say it is the regular one ("was", "UVP", "antes")."""
+    key = ("strike", before)
+    hit = doc.word_tests.get(key)
+    if hit is None:
+        hit = doc.word_tests[key] = _STRIKE_BEFORE_END(before)
+    return hit
+
+
+def _words_around(doc: Doc, before: str, after: str) -> int:
+    """Score for the words around a price: -3 when they make it something else than the product's price
+    ("4 x 24,99 €", "2,49 € / kg", "Free shipping over 50 €", "You save $5"), -2 after a shipping word."""
+    key = (before, after)
+    hit = doc.word_tests.get(key)
+    if hit is None:
+        hit = 0
+        if before or after:
+            if _BEFORE_PENALTY_END(before) or _AFTER_PENALTY.search(after):
+                hit = -3
+            elif _SHIPPING_WORDS.search(before[-25:]):
+                hit = -2
+        doc.word_tests[key] = hit
+    return hit
+
+
+def _strike_of(doc: Doc, r: _Raw, sc: int, before: str) -> bool:
     """Whether a raw candidate is a struck-through / regular price (own tag, class, text, style, the words
     before it, else its close ancestors)."""
     strike = (r.tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(r.text))
               or "line-through" in (r.node.attributes.get("style") or "")
-              or bool(before and _STRIKE_BEFORE_END(before)))
+              or bool(before and _struck_by_words(doc, before)))
     if not strike and sc == 0:
         strike = _strike_context(r.node)
     return strike
 
 
-def _is_struck(r: _Raw) -> bool:
+def _is_struck(doc: Doc, r: _Raw) -> bool:
     sc = _strike_or_current(_node_classes(r.node))
-    before, _ = _surroundings(r.node, r.text)
-    return _strike_of(r, sc, before)
+    before, _ = _around(r)
+    return _strike_of(doc, r, sc, before)
 
 
 def _candidate(doc: Doc, r: _Raw, anchor: tuple[int, int] | None) -> Candidate:
@@ -892,13 +939,11 @@ def _candidate(doc: Doc, r: _Raw, anchor: tuple[int, int] | None) -> Candidate:
         else:
             score -= 5  # a block holding several prices is not itself a price
             multi = True
-    before, after = _surroundings(node, text)
-    if before or after:
-        if _BEFORE_PENALTY_END(before) or _AFTER_PENALTY.search(after):
-            score -= 3  # "4 x 24,99 €", "2,49 € / kg", "Free shipping over 50 €", "You save $5"
-        elif _SHIPPING_WORDS.search(before[-25:]):
-            score -= 2
-    strike = _strike_of(r, sc, before)
+    before, after = _around(r)
+    words = _words_around(doc, before, after)
+    if words:
+        score += words
+    strike = _strike_of(doc, r, sc, before)
     bad = hidden = False
     if node.parent is not None:
         bad, hidden = _ancestor_flags(node.parent, doc.h1_ancestors, doc.ctx_cache)
@@ -954,7 +999,7 @@ def confirming_prices(doc: Doc, price: Decimal) -> list[Candidate] | None:
             if c.strike and amount == price:
                 return None
             out.append(c)
-        elif amount > price and _is_struck(r):
+        elif amount > price and _is_struck(doc, r):
             out.append(_candidate(doc, r, anchor))
     shown: set[Decimal] = set()
     for c in out:
