@@ -242,6 +242,8 @@ class _Direct:
             raise DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
         finally:
             cursor.close()
+        if not any(results):
+            return [tuple(row) for row in rows]
         return [tuple(proc(v) if proc is not None else v for proc, v in zip(results, row, strict=True))
                 for row in rows]
 
@@ -448,7 +450,7 @@ def _with_now(check: CheckItem, now: datetime | None) -> CheckItem:
         return check
     if now is None:
         raise TypeError(f"record_checks: the check of target {check.target_id} has no time and no `now` given")
-    return check._replace(now=now)
+    return CheckItem(check.target_id, check.slot, check.observed, now)
 
 
 def _record(conn: Any, checks: list[CheckItem], rules: Rules) -> list[Recorded]:
