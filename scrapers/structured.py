@@ -73,6 +73,8 @@ def _first(v: Any) -> Any:
 
 
 def _text(v: Any) -> str | None:
+    if type(v) is str:  # most values: the same as below
+        return v.strip() or None
     v = _first(v)
     if isinstance(v, dict):
         v = v.get("name") or v.get("@id") or v.get("value") or v.get("url")
@@ -436,7 +438,9 @@ def microdata_records(tree) -> list[Record]:
 def meta_records(tree) -> tuple[Record | None, dict[str, str]]:
     """(product record from og:/product: meta, all meta name/property -> content)."""
     meta: dict[str, str] = {}
-    for m in tree.css("meta[property],meta[name],meta[itemprop]"):
+    # every <meta>: one without property / name / itemprop has no key (a single selector costs lexbor
+    # a third of "meta[property],meta[name],meta[itemprop]", which lists the same elements)
+    for m in tree.css("meta"):
         a = m.attributes
         key = (a.get("property") or a.get("name") or a.get("itemprop") or "").strip().lower()
         val = a.get("content")
