@@ -28,8 +28,11 @@ class Availability(StrEnum):
 
     @property
     def buyable(self) -> bool:
-        return self in {Availability.IN_STOCK, Availability.LIMITED, Availability.ONLINE_ONLY,
-                        Availability.PRE_ORDER, Availability.BACK_ORDER}
+        return self in _BUYABLE
+
+
+_BUYABLE = frozenset({Availability.IN_STOCK, Availability.LIMITED, Availability.ONLINE_ONLY,
+                      Availability.PRE_ORDER, Availability.BACK_ORDER})
 
 
 @dataclass(frozen=True)
