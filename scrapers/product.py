@@ -145,7 +145,9 @@ def parse_document(html: str | bytes, url: str) -> Doc:
     if len(text) > MAX_BYTES:
         text = text[:MAX_BYTES]
     tree = LexborHTMLParser(text)
-    root = tree.css_first("html")
+    root = tree.root  # the <html> element: what tree.css_first("html") finds first
+    if root is not None and root.tag != "html":
+        root = tree.css_first("html")
     lang = None
     if root is not None:
         lang = root.attributes.get("lang") or root.attributes.get("xml:lang")
@@ -411,10 +413,12 @@ def _node_classes(node) -> str:
     return _classes_of(node.attributes)
 
 
+_CLASS_ATTRS = ("class", "id", "itemprop", "data-testid", "data-test", "data-qa", "data-automation")
+
+
 def _classes_of(a: dict) -> str:
     """`_node_classes` from the element's attributes."""
-    return " ".join(filter(None, (a.get("class"), a.get("id"), a.get("itemprop"), a.get("data-testid"),
-                                  a.get("data-test"), a.get("data-qa"), a.get("data-automation"))))
+    return " ".join(filter(None, map(a.get, _CLASS_ATTRS))) if a else ""
 
 
 def _split_camel(cls: str) -> str:
@@ -512,8 +516,11 @@ def _strike_context(node) -> bool:
     """Inside a strike-through (up to three ancestors: <del>, line-through, data-*strike*, class words)."""
     p = node.parent
     i = 0
-    while p is not None and i < 3 and p.tag not in ("body", "html"):
-        if p.tag in ("del", "s", "strike"):
+    while p is not None and i < 3:
+        tag = p.tag
+        if tag in ("body", "html"):
+            break
+        if tag in ("del", "s", "strike"):
             return True
         a = p.attributes
         st = a.get("style")
@@ -663,8 +670,9 @@ _TWO_DIGITS = re.compile(r"\d\d")
 def _price_text(node, text: str, doc: Doc) -> str:
     """`text` of a price element, with cents drawn in their own trailing element (<sup>, a 'fraction' /
     'cents' span...) read as decimals: "173<sup>34</sup> Lei" -> "173.34 Lei", "$229<span>99</span>" -> "$229.99"."""
-    if node.child is None or not _TWO_DIGITS.search(text):
-        return text
+    child = node.child
+    if child is None or (child.tag_id == _TEXT_NODE and child.next is None) or not _TWO_DIGITS.search(text):
+        return text  # (one text node inside: no element to hold cents)
     cents = None
     for n in node.traverse(include_text=False):
         if n is node or n.mem_id == node.mem_id:
@@ -724,7 +732,12 @@ def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
     if h1_pos is not None:
         # prices found only by their currency mark: those around the product title (its buy box)
         lo, hi = h1_pos - NEAR_BEFORE - 5, h1_pos + 2 * NEAR_AFTER
-        marked = [(n, t) for n, i, t in short if lo <= i <= hi and _currency_marked(t)]
+        marked = []
+        for n, i, t in short:
+            if i > hi:
+                break  # (positions grow along `short`)
+            if i >= lo and _currency_marked(t):
+                marked.append((n, t))
     else:
         marked = []
         for n, _, t in short:
