@@ -271,21 +271,29 @@ def test_two_workers_recording_the_same_batch_at_once_record_it_once(db):
     assert counts == {t: 2 for t in ids}
 
 
-def test_a_batch_that_waited_for_a_newer_span_does_not_extend_an_older_one(db):
-    """Worker 1 records slot 1 (the price moved: a new span) and holds it; worker 2's batch for slot 2 sees
-    the old price again and waits for the target. Once worker 1 commits, worker 2 must compare with the
-    span worker 1 wrote (a new span and a price change), not extend the span it would have seen before
-    waiting."""
+@pytest.mark.parametrize("batch", [True, False], ids=["batch", "one check"])
+def test_a_check_that_waited_for_a_newer_span_does_not_extend_an_older_one(db, batch):
+    """Worker 1 records slot 1 (the price moved: a new span) and holds it; worker 2, a batch or a lone check
+    for slot 2, sees the old price again and waits for the target. Once worker 1 commits, worker 2 must
+    compare with the span worker 1 wrote (a new span and a price change), not extend the span it would have
+    seen before waiting."""
     add_targets(db, 1, 2)
     with db.session() as s:
         record_checks(s, [CheckItem(t, T0, ok("10.00")) for t in (1, 2)], now=T0, rules=RULES)
     slot = T0 + timedelta(hours=2)
-    moved, (target_1, target_2) = concurrently(
-        db, lambda s: record_check(s, 1, T0 + timedelta(hours=1), ok("12.00"), now=T0, rules=RULES),
-        lambda s: record_checks(s, [CheckItem(t, slot, ok("10.00")) for t in (1, 2)], now=slot, rules=RULES))
+
+    def second(s: Session) -> list[Recorded]:
+        if batch:
+            return record_checks(s, [CheckItem(t, slot, ok("10.00")) for t in (1, 2)], now=slot, rules=RULES)
+        return [record_check(s, 1, slot, ok("10.00"), now=slot, rules=RULES)]
+
+    moved, recorded = concurrently(
+        db, lambda s: record_check(s, 1, T0 + timedelta(hours=1), ok("12.00"), now=T0, rules=RULES), second)
     assert moved.new_span
+    target_1 = recorded[0]
     assert target_1.new_span and [(c.kind, c.data["old"]) for c in target_1.changes] == [("price_down", "12.00")]
-    assert not target_2.new_span and target_2.changes == ()
+    if batch:
+        assert not recorded[1].new_span and recorded[1].changes == ()
     with db.session() as s:
         spans = s.execute(select(Observation.price, Observation.first_slot, Observation.last_slot)
                           .where(Observation.target_id == 1).order_by(Observation.id)).all()

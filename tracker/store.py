@@ -20,8 +20,8 @@ from decimal import Decimal
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
-from sqlalchemy import (JSON, Boolean, bindparam, cast, exists, func, insert, literal, literal_column, or_, select,
-                        type_coerce, update)
+from sqlalchemy import (JSON, Boolean, bindparam, cast, func, insert, literal_column, or_, select, type_coerce,
+                        update)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ClauseElement
@@ -249,15 +249,6 @@ class _Direct:
 
 
 _CLAIM_DIRECT = _Direct(_CLAIM, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
-# PostgreSQL: claim and extension in one statement, one round trip (data-modifying CTEs; the extension
-# runs only if the claim succeeded, under the claim's row lock). The extended id is NULL when the latest
-# span is not ours; no row at all means the slot was taken.
-_CLAIM_CTE = _CLAIM.cte("claim")
-_EXTENDED_CTE = _EXTEND.where(exists(select(literal(1)).select_from(_CLAIM_CTE))).cte("extended")
-_CLAIM_AND_EXTEND_PG = _Direct(
-    select(_CLAIM_CTE.c.kind, _CLAIM_CTE.c.fail_streak, _CLAIM_CTE.c.failing_since,
-           select(_EXTENDED_CTE.c.id).scalar_subquery()),
-    (_T.c.kind, _T.c.fail_streak, _T.c.failing_since, _O.c.id))
 _CLAIM_SAME_PAGE_DIRECT = _Direct(_CLAIM_SAME_PAGE, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
 _EXTEND_DIRECT = _Direct(_EXTEND, (_O.c.id,))
 _EXTEND_LATEST_DIRECT = _Direct(_EXTEND_LATEST, (_O.c.id,))
@@ -472,15 +463,15 @@ def _claim_one(conn: Any, check: CheckItem, fingerprint: str | None) -> _Claim |
     if observed.same_page:
         claimed = _CLAIM_SAME_PAGE_DIRECT.first(conn, params)
         extend, extend_params = _EXTEND_LATEST_DIRECT, {"p_tid": target_id, "p_now": now, "p_slot": slot}
-    elif conn.dialect.name == "postgresql":
-        return _CLAIM_AND_EXTEND_PG.first(conn, {**params, "p_fp": fingerprint, "p_now": now})
     else:
         claimed = _CLAIM_DIRECT.first(conn, params)
         extend, extend_params = _EXTEND_DIRECT, {"p_tid": target_id, "p_fp": fingerprint, "p_now": now,
                                                  "p_slot": slot}
     if claimed is None:
         return None
-    # The common case, nothing changed: extend the latest span if its fingerprint is ours.
+    # The common case, nothing changed: extend the latest span if its fingerprint is ours. A statement of its
+    # own, as in _claim_many: one that also claimed (a CTE) would, on PostgreSQL, read the spans as of before
+    # it waited for a concurrent writer of this target, and extend an older span than that writer's.
     extended = extend.first(conn, extend_params)
     return (*claimed, extended[0] if extended is not None else None)
 
