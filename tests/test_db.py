@@ -76,6 +76,13 @@ def _schema(engine) -> dict:  # type: ignore[no-untyped-def]
             "foreign_keys": sorted((tuple(x["constrained_columns"]), x["referred_table"],
                                     tuple(x["referred_columns"]), str(x.get("options"))) for x in i.get_foreign_keys(t)),
         }
+    if engine.dialect.name == "postgresql":  # storage parameters (fillfactor) of the tables
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            out["(reloptions)"] = sorted(conn.execute(text(
+                "SELECT relname, reloptions FROM pg_class WHERE relkind = 'r' AND pg_table_is_visible(oid) "
+                "AND reloptions IS NOT NULL")).all())
     return out
 
 
@@ -100,6 +107,8 @@ def test_a_new_database_created_from_the_models_has_the_schema_the_migrations_bu
         command.upgrade(cfg, "head")
     created = create_engine(created_url)
     assert _schema(created) == _schema(migrated)
+    if backend == "postgres":
+        assert _schema(created)["(reloptions)"] == [("observations", ["fillfactor=90"]), ("targets", ["fillfactor=50"])]
     with created.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
     created.dispose()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # alembic is imported only when a migration is due (~0.1 s of
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration's revision. A database stamped with it needs no migration, so a start-up reads one
 # row instead of loading alembic. tests/test_db.py checks that it names alembic's head.
-HEAD_REVISION = "0004_page_digest"
+HEAD_REVISION = "0005_pg_fillfactor"
 
 
 def normalize_url(url: str) -> str:
