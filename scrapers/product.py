@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from selectolax.lexbor import LexborHTMLParser
 
 from .availability import BACK_IN_STOCK_ALERT_RE, availability_from_text, normalize_availability, states_out_of_stock
+from .fast_re import ends_with as _ends_with, guarded
 from .prices import (_iso_codes, country_for, currency_for_country, currency_from_symbol, decimal_hint_for,
                      parse_machine_amount, parse_price)
 from .promotions import find_coupon, find_sale_end, is_badge_text, is_free_shipping, normalize_badge
@@ -74,18 +75,17 @@ class Doc:
         """The class and id values of the page's elements, one per line (read once, before any rule
         changes the tree): what the `[class*=word]` / `[id*=word]` selectors of a `_Query` can match."""
         if self._class_id_text is None:
-            values = []
+            values = set()  # (elements repeat their classes: each distinct value once)
             for n in self.tree.css("[class], [id]"):
-                a = n.attributes
-                c, i = a.get("class"), a.get("id")
+                c, i = n.attrs.get("class"), n.id
                 if c is None and i is None:
-                    # matched under another spelling of the name (a prefixed one): all its values, to be safe
-                    values.extend(v for v in a.values() if v)
+                    # valueless, or matched under another spelling of the name: all its values, to be safe
+                    values.update(v for v in n.attributes.values() if v)
                 else:
                     if c:
-                        values.append(c)
+                        values.add(c)
                     if i:
-                        values.append(i)
+                        values.add(i)
             self._class_id_text = "\n".join(values)
         return self._class_id_text
 
@@ -340,63 +340,6 @@ _RANGE = re.compile(r"\d\s*(?:[-–—~]|to|bis|à|a|до)\s*\D{0,5}\d")
 _CAMEL = re.compile(r"([a-z])([A-Z])")
 
 
-# Fast forms of the tests above that run on every candidate. A long case-insensitive alternation of words
-# is slow to search for (each position of the text tries every word), so:
-# - a pattern anchored at the end ($) is matched once, backwards: its reversed form at the start of the
-#   reversed text (`_ends_with`);
-# - a pattern whose every match holds a letter, "%" or "/" is not searched for in text without any
-#   ("$89.19").
-# Both give exactly the answer of the pattern's own search (tests/scrapers/test_product_fast_paths.py).
-
-try:  # CPython's regular-expression parser and compiler
-    from re import _compiler as _sre_compile, _constants as _sre_c, _parser as _sre_parse
-except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_compile as _sre_compile  # type: ignore[no-redef]
-    import sre_constants as _sre_c  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
-
-
-def _reversed_pattern(state, data) -> Any:
-    """The parsed pattern `data` read right to left (look-behinds become look-aheads and back)."""
-    out = []
-    for op, av in reversed(data):
-        if op is _sre_c.BRANCH:
-            av = (av[0], [_reversed_pattern(state, alt.data) for alt in av[1]])
-        elif op is _sre_c.SUBPATTERN:
-            av = (av[0], av[1], av[2], _reversed_pattern(state, av[3].data))
-        elif op is _sre_c.MAX_REPEAT or op is _sre_c.MIN_REPEAT:
-            av = (av[0], av[1], _reversed_pattern(state, av[2].data))
-        elif op is _sre_c.ASSERT or op is _sre_c.ASSERT_NOT:
-            av = (-av[0], _reversed_pattern(state, av[1].data))
-        elif op is _sre_c.AT:
-            if av is not _sre_c.AT_BOUNDARY and av is not _sre_c.AT_NON_BOUNDARY:
-                raise ValueError("anchor inside the pattern")
-        elif op not in (_sre_c.LITERAL, _sre_c.NOT_LITERAL, _sre_c.IN, _sre_c.ANY):
-            raise ValueError(f"cannot reverse {op}")
-        out.append((op, av))
-    return _sre_parse.SubPattern(state, out)
-
-
-def _ends_with(pattern: re.Pattern):
-    """`lambda s: pattern.search(s) is not None` for a pattern that ends in `$` (not MULTILINE), matched
-    backwards; the plain search when the pattern has something this cannot reverse."""
-    search = pattern.search
-    try:
-        if pattern.flags & re.MULTILINE:
-            raise ValueError("multi-line")
-        parsed = _sre_parse.parse(pattern.pattern, pattern.flags)
-        if not parsed.data or parsed.data[-1] != (_sre_c.AT, _sre_c.AT_END):
-            raise ValueError("not anchored at the end")
-        rev = _reversed_pattern(parsed.state, parsed.data[:-1])
-        # `$` also matches right before a newline that ends the text
-        newline = _sre_parse.SubPattern(parsed.state, [(_sre_c.LITERAL, 10)])
-        rev.data.insert(0, (_sre_c.MAX_REPEAT, (0, 1, newline)))
-        match = _sre_compile.compile(rev, pattern.flags).match
-    except Exception:  # pragma: no cover - another Python's internals
-        return lambda s: search(s) is not None
-    return lambda s: match(s[::-1]) is not None
-
-
 @dataclass
 class Candidate:
     amount: Decimal
@@ -464,11 +407,12 @@ _CLASS_FLAGS: dict[tuple, tuple[bool, bool]] = {}
 
 
 def _own_flags(p, main: set[int] | None) -> tuple[bool, bool]:
-    if p.tag in ("body", "html"):
+    tag = p.tag
+    if tag in ("body", "html"):
         return False, False
     a = p.attributes
     bad = hidden = False
-    cls = _node_classes(p)
+    cls = _classes_of(a)
     if cls:
         c = a.get("class")
         key = (cls, c)
@@ -486,7 +430,7 @@ def _own_flags(p, main: set[int] | None) -> tuple[bool, bool]:
         hidden = True
     if "hidden" in a:
         hidden = True
-    if p.tag in ("footer", "nav", "aside"):
+    if tag in ("footer", "nav", "aside"):
         bad = True
     return bad, hidden
 
@@ -577,14 +521,23 @@ _SHIPPING_WORDS = re.compile(
     re.I,
 )
 _SR_ONLY = re.compile(r"(?<![a-z])(?:sr-only|visually-?hidden|offscreen|screen-?reader|a11y|assistive)", re.I)
+
+# Fast forms of the tests that run on every candidate, each giving exactly the answer of the pattern's own
+# search (tests/scrapers/test_product_fast_paths.py):
+# - a pattern anchored at the end ($) is matched once, backwards (`fast_re.ends_with`);
+# - alternations are preceded by a look-ahead of the characters they can start with (`fast_re.guarded`);
+# - a pattern whose every match holds a letter, "%" or "/" is not searched for in text without any
+#   ("$89.19").
+_SHIPPING_WORDS_SEARCH = guarded(_SHIPPING_WORDS).search
 _STRIKE_BEFORE_END = _ends_with(_STRIKE_BEFORE)
 _BEFORE_PENALTY_END = _ends_with(_BEFORE_PENALTY)
 # every match of _TEXT_PENALTY holds a letter, "%" or "/"
 _TEXT_PENALTY_HINT = re.compile(r"[^\W\d_]|[%/]")
+_TEXT_PENALTY_SEARCH = guarded(_TEXT_PENALTY).search
 
 
 def _text_penalty(text: str) -> bool:
-    return _TEXT_PENALTY_HINT.search(text) is not None and _TEXT_PENALTY.search(text) is not None
+    return _TEXT_PENALTY_HINT.search(text) is not None and _TEXT_PENALTY_SEARCH(text) is not None
 
 
 _SR_CACHE: dict[str, bool] = {}
@@ -902,7 +855,7 @@ def _words_around(doc: Doc, before: str, after: str) -> int:
         if before or after:
             if _BEFORE_PENALTY_END(before) or _AFTER_PENALTY.search(after):
                 hit = -3
-            elif _SHIPPING_WORDS.search(before[-25:]):
+            elif _SHIPPING_WORDS_SEARCH(before[-25:]):
                 hit = -2
         doc.word_tests[key] = hit
     return hit
@@ -1067,6 +1020,7 @@ _SKU_LABEL = re.compile(
     r"商品編號|商品番号|商品编号|상품번호|מק\"ט|מקט|קוד מוצר|رقم المنتج|Ürün kodu|Stok kodu)"
     r"\s*[:#.\-–]?\s*(?:#\s*)?([A-Za-z0-9][A-Za-z0-9._/-]{2,30})",
 )
+_SKU_LABEL_FINDITER = guarded(_SKU_LABEL).finditer  # (`fast_re`: same matches)
 
 
 def _clean_sku(value: str | None, name: str | None) -> str | None:
@@ -1090,7 +1044,7 @@ def _clean_sku(value: str | None, name: str | None) -> str | None:
 
 
 def _labelled_sku(text: str, name: str | None) -> str | None:
-    for m in _SKU_LABEL.finditer(text):
+    for m in _SKU_LABEL_FINDITER(text):
         v = m.group(1).rstrip(".-/")
         if not any(c.isdigit() for c in v) or len(v) < 3:
             continue
@@ -1275,12 +1229,15 @@ def _shown_as_current(price: Decimal | None, cands: list[Candidate]) -> bool:
     return any(c.amount == price and not c.strike and not c.multi and not c.bad and c.score >= 5 for c in cands)
 
 
+_BACK_IN_STOCK_ALERT_SEARCH = guarded(BACK_IN_STOCK_ALERT_RE).search  # (`fast_re`: same answers)
+
+
 def _stock_word_near_title(doc: Doc, text: str) -> bool:
     """Any word of the product being gone around the title: "out of stock", "sold out", "notify me when
     back in stock", in any language the stock rules know."""
     start = text.find(doc.h1) if doc.h1 else -1
     window = text[max(0, start - 1000):start + 10000] if start >= 0 else text  # no title: the whole page
-    return states_out_of_stock(window) or bool(BACK_IN_STOCK_ALERT_RE.search(window))
+    return states_out_of_stock(window) or bool(_BACK_IN_STOCK_ALERT_SEARCH(window))
 
 
 def _decimal_or_none(v: Any) -> Decimal | None:
@@ -1435,6 +1392,7 @@ _BUY_TEXT = re.compile(
     r"הוסף לסל|أضف إلى السلة|أضف للسلة|ostukorvi|į krepšelį|grozā|pievienot grozam|dodaj u košaricu|v košarico",
     re.I,
 )
+_BUY_TEXT_SEARCH = guarded(_BUY_TEXT).search  # (`fast_re`: same answers)
 
 
 def _buy_button(doc: Doc) -> bool | None:
@@ -1448,7 +1406,7 @@ def _buy_button(doc: Doc) -> bool | None:
         text = _ws(text or a.get("aria-label") or a.get("title") or "")
         if not text or len(text) > 60:
             continue
-        if not _BUY_TEXT.search(text):
+        if not _BUY_TEXT_SEARCH(text):
             if len(text) <= 40 and availability_from_text(text, strict=True) == Availability.OUT_OF_STOCK:
                 bad, _, hidden = _context(node, 10, doc.h1_ancestors, doc.ctx_cache)
                 if not bad and not hidden:
