@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .fast_re import guarded
+
 __all__ = [
     "is_badge_text", "normalize_badge", "find_coupon", "find_sale_end", "is_free_shipping", "DISCOUNT_RE",
 ]
@@ -45,8 +47,17 @@ _SALE_END = re.compile(
 )
 
 
+# the same tests, faster (`fast_re`: same answers)
+_DISCOUNT_SEARCH = guarded(DISCOUNT_RE).search
+_MULTIBUY_SEARCH = guarded(MULTIBUY_RE).search
+_BADGE_WORDS_MATCH = guarded(_BADGE_WORDS).match
+_FREE_SHIPPING_SEARCH = guarded(_FREE_SHIPPING).search
+_COUPON_FINDITER = guarded(_COUPON).finditer
+_SALE_END_SEARCH = guarded(_SALE_END).search
+
+
 def is_free_shipping(text: str | None) -> bool:
-    return bool(text and _FREE_SHIPPING.search(text))
+    return bool(text and _FREE_SHIPPING_SEARCH(text))
 
 
 def normalize_badge(text: str) -> str:
@@ -60,14 +71,14 @@ def is_badge_text(text: str | None) -> bool:
     t = normalize_badge(text)
     if not t or len(t) > 40:
         return False
-    return bool(DISCOUNT_RE.search(t) or MULTIBUY_RE.search(t) or _BADGE_WORDS.match(t) or _FREE_SHIPPING.search(t))
+    return bool(_DISCOUNT_SEARCH(t) or _MULTIBUY_SEARCH(t) or _BADGE_WORDS_MATCH(t) or _FREE_SHIPPING_SEARCH(t))
 
 
 def find_coupon(text: str | None) -> str | None:
     """A coupon code written on the page ("Use code SAVE20", "Cupón: VERANO")."""
     if not text:
         return None
-    for m in _COUPON.finditer(text):
+    for m in _COUPON_FINDITER(text):
         code = m.group(1)
         # a code is shouted: mostly upper-case / digits, not a plain word
         if code.upper() == code and any(c.isalpha() for c in code) and code.lower() not in ("code", "promo"):
@@ -78,5 +89,5 @@ def find_coupon(text: str | None) -> str | None:
 def find_sale_end(text: str | None) -> str | None:
     if not text:
         return None
-    m = _SALE_END.search(text)
+    m = _SALE_END_SEARCH(text)
     return m.group(1) if m else None
