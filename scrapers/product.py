@@ -61,6 +61,7 @@ class Doc:
     meta: dict[str, str] = field(default_factory=dict)
     h1_ancestors: set[int] = field(default_factory=set)
     h1_node: Any = None
+    h1_nodes: list = field(default_factory=list)  # every <h1> of the page
     pos: dict[int, int] = field(default_factory=dict)  # element -> document position (set by _raw_candidates)
     first_after_h1: int | None = None  # position of the first price-like element after the heading
     ctx_cache: dict[int, tuple[bool, bool]] = field(default_factory=dict)
@@ -157,15 +158,24 @@ def parse_document(html: str | bytes, url: str) -> Doc:
             lang = m.attributes.get("content")
     country = country_for(url, lang)
     doc = Doc(html=text, url=url, tree=tree, lang=lang, country=country, decimal_hint=decimal_hint_for(url, lang))
-    t = tree.css_first("title")
+    # the first <title>, the headings and the first og:title meta, in one query (each query costs lexbor
+    # a pass over the page)
+    t = og = None
+    for n in tree.css('title, h1, meta[property="og:title"]'):
+        tag = n.tag
+        if tag == "h1":
+            doc.h1_nodes.append(n)
+        elif tag == "title":
+            t = t or n
+        else:
+            og = og or n
     if t is not None:
         doc.title = _ws(t.text(deep=True)) or None
-    h1_nodes = tree.css("h1")[:10]
+    h1_nodes = doc.h1_nodes[:10]
     h1_texts = [_ws(h.text(deep=True)) for h in h1_nodes]
     h1s = [h for h in h1_texts if h]
     if h1s:
         ref = doc.title
-        og = tree.css_first('meta[property="og:title"]')
         if og is not None and og.attributes.get("content"):
             ref = og.attributes["content"]
         doc.h1 = max(h1s, key=lambda h: (_name_match(h, ref) >= 0.5, -h1s.index(h))) if ref else h1s[0]
@@ -286,7 +296,7 @@ class _Query:
 
 
 _PRICE_SEL = (
-    "h1, [class*=price], [class*=Price], [class*=PRICE], [id*=price], [id*=Price], [itemprop=price], "
+    "[class*=price], [class*=Price], [class*=PRICE], [id*=price], [id*=Price], [itemprop=price], "
     "[data-price], [class*=cena], [class*=preis], [class*=Preis], [class*=prix], [class*=precio], [class*=preco], "
     "[class*=prezzo], [class*=amount], [class*=Amount], del, s, strike"
 )
@@ -679,6 +689,7 @@ def _in_option(node) -> bool:
 def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
     nodes = _PRICE_QUERY.run(doc)
     seen = {n.mem_id for n in nodes}
+    seen.update(h.mem_id for h in doc.h1_nodes)  # a heading is not read as a price element either
     pos, short = _scan(doc)
     extra = []
     h1_pos = pos.get(doc.h1_node.mem_id) if doc.h1_node is not None else None
