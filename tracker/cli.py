@@ -23,8 +23,6 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
-
-
 def _load(path: Path):  # type: ignore[no-untyped-def]
     from tracker.config import load_config
 
@@ -152,6 +150,8 @@ def outbox(config: ConfigOpt = DEFAULT_CONFIG,
            all_: Annotated[bool, typer.Option("--all", help="include sent messages")] = False,
            deliver: Annotated[bool, typer.Option("--deliver", help="try to send what is due now")] = False) -> None:
     """List pending and failed messages in the outbox."""
+    from rich.table import Table
+
     from tracker.app import send_reports
     from tracker.mail import list_outbox
 
@@ -162,8 +162,6 @@ def outbox(config: ConfigOpt = DEFAULT_CONFIG,
         out.print(f"{result.sent} sent, {result.written} written, {result.pending} pending, {result.failed} failed")
     with db.session() as session:
         rows = list_outbox(session, include_sent=all_)
-    from rich.table import Table
-
     table = Table(title="Outbox")
     for col in ("id", "kind", "status", "attempts", "created", "next attempt", "subject", "last error"):
         table.add_column(col)
