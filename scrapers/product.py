@@ -78,10 +78,11 @@ class Doc:
         if self._class_id_text is None:
             values = set()  # (elements repeat their classes: each distinct value once)
             for n in self.tree.css("[class], [id]"):
-                c, i = n.attrs.get("class"), n.id
+                a = n.attributes
+                c, i = a.get("class"), a.get("id")
                 if c is None and i is None:
                     # valueless, or matched under another spelling of the name: all its values, to be safe
-                    values.update(v for v in n.attributes.values() if v)
+                    values.update(v for v in a.values() if v)
                 else:
                     if c:
                         values.add(c)
@@ -700,8 +701,12 @@ def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
         for n, i, t in short:
             if i > hi:
                 break  # (positions grow along `short`)
-            if i >= lo and _currency_marked(t):
-                marked.append((n, t))
+            if i >= lo:
+                hit = _MARKED.get(t)  # (`_currency_marked`'s cache, read here: most texts are in it)
+                if hit is None:
+                    hit = _currency_marked(t)
+                if hit:
+                    marked.append((n, t))
     else:
         marked = []
         for n, _, t in short:
@@ -749,6 +754,7 @@ class _Raw:
     order: int
     index: int = 0  # rank in document order among all raw candidates
     around: tuple[str, str] | None = None  # `_surroundings` of the element (read once, by `_around`)
+    attrs: dict | None = None  # the element's attributes (read once, by `_attrs`)
 
 
 def _raw_candidates(doc: Doc) -> tuple[list[_Raw], tuple[int, int] | None]:
@@ -837,6 +843,13 @@ def _titles_own_gallery_price(doc: Doc, node) -> bool:
     return len({n.strip(" .,'") for n in _NUMBERS.findall(text)}) <= 2
 
 
+def _attrs(r: _Raw) -> dict:
+    """The attributes of a raw candidate's element."""
+    if r.attrs is None:
+        r.attrs = r.node.attributes
+    return r.attrs
+
+
 def _around(r: _Raw) -> tuple[str, str]:
     """`_surroundings` of a raw candidate."""
     if r.around is None:
@@ -876,7 +889,7 @@ def _strike_of(doc: Doc, r: _Raw, sc: int, before: str) -> bool:
     """Whether a raw candidate is a struck-through / regular price (own tag, class, text, style, the words
     before it, else its close ancestors)."""
     strike = (r.tag in ("del", "s", "strike") or sc < 0 or bool(_STRIKE_TEXT.search(r.text))
-              or "line-through" in (r.node.attributes.get("style") or "")
+              or "line-through" in (_attrs(r).get("style") or "")
               or bool(before and _struck_by_words(doc, before)))
     if not strike and sc == 0:
         strike = _strike_context(r.node)
@@ -884,7 +897,7 @@ def _strike_of(doc: Doc, r: _Raw, sc: int, before: str) -> bool:
 
 
 def _is_struck(doc: Doc, r: _Raw) -> bool:
-    sc = _strike_or_current(_node_classes(r.node))
+    sc = _strike_or_current(_classes_of(_attrs(r)))
     before, _ = _around(r)
     return _strike_of(doc, r, sc, before)
 
@@ -892,10 +905,11 @@ def _is_struck(doc: Doc, r: _Raw) -> bool:
 def _candidate(doc: Doc, r: _Raw, anchor: tuple[int, int] | None) -> Candidate:
     """Score one raw candidate by how much it looks like the main price."""
     node, text = r.node, r.text
-    cls = _node_classes(node)
+    attrs = _attrs(r)
+    cls = _classes_of(attrs)
     score = 0.0
     low = cls.lower()
-    if "price" in low or node.attributes.get("itemprop") == "price":
+    if "price" in low or attrs.get("itemprop") == "price":
         score += 2
     elif any(w in low for w in ("preis", "prix", "precio", "preco", "prezzo", "cena", "amount")):
         score += 1.5
