@@ -494,17 +494,14 @@ def _strike_context(node) -> bool:
     return False
 
 
-def _context(node, levels: int = 12, main: set[int] | None = None,
-             cache: dict[int, tuple[bool, bool]] | None = None) -> tuple[bool, bool, bool]:
-    """(inside an unrelated block, inside a strike-through, hidden).
+def _placement(doc: Doc, node) -> tuple[bool, bool]:
+    """(inside an unrelated block, hidden).
 
-    Ancestors in `main` (those of the product title) never count as unrelated blocks: a carousel or
-    'related' wrapper that also holds the title is the product's own."""
-    strike = _strike_context(node)
+    Ancestors of the product title never count as unrelated blocks: a carousel or 'related' wrapper that
+    also holds the title is the product's own."""
     if node.parent is None:
-        return False, strike, False
-    bad, hidden = _ancestor_flags(node.parent, main, cache if cache is not None else {})
-    return bad, strike, hidden
+        return False, False
+    return _ancestor_flags(node.parent, doc.h1_ancestors, doc.ctx_cache)
 
 
 # currency marks strict enough to find prices in any text node (ISO codes only in upper case)
@@ -1392,7 +1389,7 @@ def _visible_availability(doc: Doc) -> Availability | None:
         text = _ws(text)
         if not text or len(text) > 120:
             continue
-        bad, _, hidden = _context(node, 8, doc.h1_ancestors, doc.ctx_cache)
+        bad, hidden = _placement(doc, node)
         if bad or hidden:
             continue
         a = availability_from_text(text, strict=True)
@@ -1433,11 +1430,11 @@ def _buy_button(doc: Doc) -> bool | None:
             continue
         if not _BUY_TEXT_SEARCH(text):
             if len(text) <= 40 and availability_from_text(text, strict=True) == Availability.OUT_OF_STOCK:
-                bad, _, hidden = _context(node, 10, doc.h1_ancestors, doc.ctx_cache)
+                bad, hidden = _placement(doc, node)
                 if not bad and not hidden:
                     seen_oos = True
             continue
-        bad, _, hidden = _context(node, 10, doc.h1_ancestors, doc.ctx_cache)
+        bad, hidden = _placement(doc, node)
         if bad or hidden:
             continue
         cls = (a.get("class") or "").lower()
@@ -1471,7 +1468,7 @@ def _promotions(doc: Doc) -> tuple[tuple[str, ...], str | None, str | None, Deci
         t = normalize_badge(text)
         if not t:
             continue
-        bad, _, hidden = _context(node, 8, doc.h1_ancestors, doc.ctx_cache)
+        bad, hidden = _placement(doc, node)
         bad = bad or hidden
         cls = _node_classes(node).lower()
         if is_badge_text(t) and not bad and t not in badges and len(badges) < 8:
