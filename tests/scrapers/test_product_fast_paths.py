@@ -80,3 +80,28 @@ def test_currency_symbol_shortcut_is_the_patterns_own_symbol_class():
         expected = any(len(g) != 3 or not g.isupper() or g in P._iso_codes()
                        for g in (m.group(0) for m in P._STRICT_CURRENCY.finditer(t)))
         assert P._has_currency(t) == expected, repr(t)
+
+
+_GUARDED = [("_SHIPPING_WORDS", "_SHIPPING_WORDS_SEARCH"), ("_TEXT_PENALTY", "_TEXT_PENALTY_SEARCH"),
+            ("_SKU_LABEL", "_SKU_LABEL_FINDITER"), ("BACK_IN_STOCK_ALERT_RE", "_BACK_IN_STOCK_ALERT_SEARCH"),
+            ("_BUY_TEXT", "_BUY_TEXT_SEARCH")]
+
+
+def test_guarded_patterns_give_the_same_matches_as_the_plain_ones():
+    """fast_re.guarded adds look-aheads through CPython's private regex parser: every guarded pattern the
+    rules use must find exactly what its plain pattern finds (spans and groups), on texts made of its words."""
+    from scrapers.fast_re import guarded
+
+    for name, fast_name in _GUARDED:
+        plain, fast = getattr(P, name), getattr(P, fast_name)
+        method = fast.__name__
+        twin = getattr(guarded(plain), method)
+        assert twin.__self__.pattern is None, f"{name}: not rewritten (fell back to the plain pattern)"
+        for t in _corpus(plain, 4000, seed=len(name)):
+            mine, theirs = fast(t), getattr(plain, method)(t)
+            if method == "finditer":
+                mine, theirs = list(mine), list(theirs)
+                assert [(m.span(), m.groups()) for m in mine] == [(m.span(), m.groups()) for m in theirs], (name, t)
+            else:
+                assert (mine and (mine.span(), mine.groups())) == (theirs and (theirs.span(), theirs.groups())), \
+                    (name, t)
