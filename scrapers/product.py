@@ -70,6 +70,7 @@ class Doc:
     _raw_text: str | None = None
     _text: str | None = None
     _raw: tuple | None = None  # `_raw_candidates` of this page, computed once
+    body_tags: set[int] | None = None  # tag ids of the elements of <body> (set by `_scan`)
     _class_id_text: str | None = None
 
     def class_id_text(self) -> str:
@@ -99,8 +100,10 @@ class Doc:
             if body is None:
                 self._raw_text = ""
             else:
-                for n in body.css("script, style, noscript, template, svg"):
-                    n.decompose()
+                # (no query when the body walk saw none of these elements)
+                if self.body_tags is None or not self.body_tags.isdisjoint(_STRIPPED_TAGS):
+                    for n in body.css("script, style, noscript, template, svg"):
+                        n.decompose()
                 self._raw = None  # read from the tree before: some of its nodes are gone
                 self._raw_text = body.text(separator=" ")
         return self._raw_text
@@ -269,12 +272,37 @@ def _choose_offer(rec: Record, doc: Doc) -> dict | None:
 # --------------------------------------------------------------------------------------------------
 # visible prices
 
+def _tag_ids() -> tuple[int, int]:
+    text = LexborHTMLParser("<p>x<!---->").css_first("p").child
+    assert text.tag == "-text" and text.next.tag == "-comment"
+    return text.tag_id, text.next.tag_id
+
+
+_TEXT_NODE, _COMMENT_NODE = _tag_ids()  # lexbor's tag ids of text and comment nodes
+
+
+def _element_tag_ids(*names: str) -> dict[str, int]:
+    root = LexborHTMLParser("".join(f"<{t}></{t}>" for t in names)).root
+    ids = {n.tag: n.tag_id for n in root.traverse() if n.tag in names}
+    assert len(ids) == len(names)
+    return ids
+
+
+# elements the parser never leaves in <head> (it closes the head at their start tag)
+_BODY_ONLY_TAGS = _element_tag_ids("del", "s", "strike", "button", "input")
+# what `Doc.raw_visible_text` strips from the body
+_STRIPPED_TAGS = frozenset(_element_tag_ids("script", "style", "noscript", "template", "svg").values())
+
+
 _WORD_SELECTOR = re.compile(r"\[(?:class|id)\*=([\w-]+)\]")
+_TAG_OF_SELECTOR = re.compile(r"[a-z][a-z0-9]*(?![\w-])")
 
 
 class _Query:
-    """A list of CSS selectors, run on a page without those of its `[class*=word]` / `[id*=word]`
-    selectors that cannot match there: no class or id of the page holds their word (`Doc.class_id_text`).
+    """A list of CSS selectors, run on a page without those of its selectors that cannot match there:
+    a `[class*=word]` / `[id*=word]` whose word no class or id of the page holds (`Doc.class_id_text`),
+    a `del` / `button` / `input[type=submit]`... whose tag no element of the body has (`Doc.body_tags`,
+    once known; the parser never leaves those elements in the head).
 
     lexbor tries every selector of a list on every element, so each one costs about a pass over the page,
     and a page uses few of a list's words. The answer is the whole list's: a selector that matches no
@@ -283,16 +311,20 @@ class _Query:
 
     def __init__(self, css: str):
         self.css = css
-        self.parts: list[tuple[str, str | None]] = []  # (selector, word of a `[class*=word]` / `[id*=word]`)
+        # (selector, word of a `[class*=word]` / `[id*=word]`, tag id of a body-only tag it requires)
+        self.parts: list[tuple[str, str | None, int | None]] = []
         for sel in css.split(","):
             sel = sel.strip()
             m = _WORD_SELECTOR.fullmatch(sel)
-            self.parts.append((sel, m.group(1) if m else None))
+            t = _TAG_OF_SELECTOR.match(sel)
+            tag = _BODY_ONLY_TAGS.get(t.group(0)) if t else None
+            self.parts.append((sel, m.group(1) if m else None, tag))
 
     def run(self, doc: Doc) -> list:
         """`doc.tree.css(self.css)`."""
-        values = doc.class_id_text()
-        kept = [sel for sel, word in self.parts if word is None or word in values]
+        values, tags = doc.class_id_text(), doc.body_tags
+        kept = [sel for sel, word, tag in self.parts
+                if (word is None or word in values) and (tag is None or tags is None or tag in tags)]
         return doc.tree.css(", ".join(kept)) if kept else []
 
 
@@ -577,23 +609,16 @@ def _has_currency(text: str) -> bool:
     return False
 
 
-def _tag_ids() -> tuple[int, int]:
-    text = LexborHTMLParser("<p>x<!---->").css_first("p").child
-    assert text.tag == "-text" and text.next.tag == "-comment"
-    return text.tag_id, text.next.tag_id
-
-
-_TEXT_NODE, _COMMENT_NODE = _tag_ids()  # lexbor's tag ids of text and comment nodes
-
-
 def _scan(doc: Doc) -> tuple[dict[int, int], list]:
     """One walk over the body: document position (count of non-blank text nodes before it) of every
-    element, and the short text nodes (up to 60 characters) that may hold a price, with their position."""
+    element, and the short text nodes (up to 60 characters) that may hold a price, with their position;
+    the tags of its elements go to `doc.body_tags`."""
     pos: dict[int, int] = {}
     short = []
     body = doc.tree.body
     if body is None:
         return pos, short
+    tags: set[int] = set()
     i = 0
     # text nodes of ASCII white space only are blank: skipped by the walk itself. (The node kinds are told
     # by `tag_id`, the number `tag` reads its "-text" / "-comment" name from, without making that name.)
@@ -607,6 +632,9 @@ def _scan(doc: Doc) -> tuple[dict[int, int], list]:
                     short.append((n, i, t))
         elif kind != _COMMENT_NODE:
             pos[n.mem_id] = i
+            tags.add(kind)
+    if body.tag == "body":
+        doc.body_tags = tags
     return pos, short
 
 
@@ -685,10 +713,10 @@ def _in_option(node) -> bool:
 
 
 def _visible_price_nodes(doc: Doc) -> tuple[list, dict[int, int]]:
+    pos, short = _scan(doc)
     nodes = _PRICE_QUERY.run(doc)
     seen = {n.mem_id for n in nodes}
     seen.update(h.mem_id for h in doc.h1_nodes)  # a heading is not read as a price element either
-    pos, short = _scan(doc)
     extra = []
     h1_pos = pos.get(doc.h1_node.mem_id) if doc.h1_node is not None else None
     if h1_pos is not None:
