@@ -148,11 +148,14 @@ _GENERIC_TLDS = frozenset("com net org info biz shop store co io eu app online s
 _SECOND_LEVEL = frozenset("co com org net ac gov edu ne or".split())
 
 
+_LANG_SEPARATOR = re.compile(r"[-_]")  # "pt-BR", "en_GB"
+
+
 def country_for(url: str | None, html_lang: str | None = None) -> str | None:
     """Best guess of the shop's country: territory of the page language, else the ccTLD."""
     lang_country = None
     if html_lang:
-        parts = re.split(r"[-_]", html_lang.strip())
+        parts = _LANG_SEPARATOR.split(html_lang.strip())
         if len(parts) > 1 and len(parts[1]) == 2 and parts[1].isalpha():
             lang_country = parts[1].upper()
     tld_country = _url_country(url) if url else None
@@ -200,7 +203,7 @@ def decimal_hint_for(url: str | None = None, html_lang: str | None = None) -> st
     """
     lang = country = None
     if html_lang:
-        parts = re.split(r"[-_]", html_lang.strip().lower())
+        parts = _LANG_SEPARATOR.split(html_lang.strip().lower())
         lang = parts[0] or None
         if len(parts) > 1 and len(parts[1]) == 2:
             country = parts[1].upper()
@@ -233,6 +236,9 @@ _SPACES = re.compile(r"[\s\u00a0\u2009\u202f\u2007\u200b\u200e\u200f]+")
 # "1.299,-"  "1'299.–"  "12.—"  -> whole amounts
 _DASH_CENTS = re.compile(r"(\d)([.,])\s?[-–—]{1,2}(?!\d)")
 _NUMBER = re.compile(r"\d[\d.,' \u00a0\u2009\u202f]*")
+_QUOTE_GROUPS = re.compile(r"(?<=\d)['’`´](?=\d{3})")
+_SPACE_GROUPS = re.compile(r"(?<=\d) (?=\d{3}(?:\D|$))")  # 1 299,00
+_NOT_DIGITS = re.compile(r"[^\d]")
 _MACHINE = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 
 
@@ -240,7 +246,7 @@ def _normalise(text: str) -> str:
     text = _SPACES.sub(" ", text).strip()
     text = _DASH_CENTS.sub(r"\1", text)
     # apostrophe / typographic quote as thousands separator (Swiss): 1'299.50, 1’299
-    text = re.sub(r"(?<=\d)['’`´](?=\d{3})", "", text)
+    text = _QUOTE_GROUPS.sub("", text)
     return text
 
 
@@ -277,17 +283,17 @@ def parse_amount(text: str, decimal_hint: str | None = None) -> Decimal | None:
         return None
     number = m.group(0).strip(" .,'")
     # a space is a group separator only between digit groups of three: "1 299,00"
-    number = re.sub(r"(?<=\d) (?=\d{3}(?:\D|$))", "", number)
+    number = _SPACE_GROUPS.sub("", number)
     number = number.split(" ", 1)[0]
     if not number:
         return None
     sep = _decide_separator(number, decimal_hint)
     if sep is None:
-        clean = re.sub(r"[^\d]", "", number)
+        clean = _NOT_DIGITS.sub("", number)
     else:
         other = "," if sep == "." else "."
         whole, _, frac = number.replace(other, "").rpartition(sep)
-        clean = re.sub(r"[^\d]", "", whole) + "." + re.sub(r"[^\d]", "", frac)
+        clean = _NOT_DIGITS.sub("", whole) + "." + _NOT_DIGITS.sub("", frac)
     try:
         value = Decimal(clean)
     except InvalidOperation:
