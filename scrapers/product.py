@@ -145,6 +145,9 @@ class Doc:
         return amount, c or cur
 
 
+_NAVISH = re.compile(r"nav|menu|sidebar|category|breadcrumb|modal|popup|dialog", re.I)
+
+
 def parse_document(html: str | bytes, url: str) -> Doc:
     text = _decode(html)
     if len(text) > MAX_BYTES:
@@ -188,8 +191,7 @@ def parse_document(html: str | bytes, url: str) -> Doc:
             def navish(h) -> bool:
                 p, i = h, 0
                 while p is not None and i < 6:
-                    if p.tag in ("nav", "aside", "header") or re.search(
-                            r"nav|menu|sidebar|category|breadcrumb|modal|popup|dialog", _node_classes(p), re.I):
+                    if p.tag in ("nav", "aside", "header") or _NAVISH.search(_node_classes(p)):
                         return True
                     p, i = p.parent, i + 1
                 return False
@@ -214,8 +216,11 @@ def _ws(s: str | None) -> str:
 # --------------------------------------------------------------------------------------------------
 # main product among structured records
 
+_WORD = re.compile(r"\w{2,}")
+
+
 def _norm_words(s: str | None) -> set[str]:
-    return set(re.findall(r"\w{2,}", s.lower())) if s else set()
+    return set(_WORD.findall(s.lower())) if s else set()
 
 
 @lru_cache(maxsize=4096)
@@ -1329,6 +1334,11 @@ def _record_availability(rec: Record) -> Availability | None:
     return next((a for a in avails if a.buyable), avails[0])
 
 
+def _any_amounts(cands: list[Candidate]) -> set[Decimal]:
+    """Every amount the candidates show, also read with its last two digits as raised cents."""
+    return {c.amount for c in cands} | {(c.amount / 100) for c in cands}
+
+
 def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candidate], anchored: bool = True):
     """Markup price vs. what the buyer sees: the visible one wins when they disagree.
 
@@ -1339,7 +1349,6 @@ def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candi
     shown_amounts = {c.amount for c in shown}
     # "173<sup>34</sup>" reads as 17334: accept the markup price written with its cents raised
     shown_amounts |= {(c.amount / 100) for c in shown if c.amount == c.amount.to_integral_value()}
-    any_amounts = {c.amount for c in cands} | {(c.amount / 100) for c in cands}
     best = max(shown, key=lambda c: c.score, default=None)
 
     def support(amount) -> float:
@@ -1377,7 +1386,7 @@ def _reconcile_price(doc: Doc, price, regular, currency, alts, cands: list[Candi
                 if best.amount < price and regular is None:
                     regular = price  # markup gives the regular price, the page a discount
                 price, currency = best.amount, best.currency or currency
-        elif price not in any_amounts and best is not None and best.score >= 6 and anchored:
+        elif price not in _any_amounts(cands) and best is not None and best.score >= 6 and anchored:
             # the markup price is in the text but in no price element, while one price stands out by the title
             alt = next(((a, c) for a, c in alts if a in shown_amounts), None)
             price, currency = (alt[0], alt[1] or currency) if alt else (best.amount, best.currency or currency)
