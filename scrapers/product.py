@@ -409,7 +409,13 @@ _CLASS_ATTRS = ("class", "id", "itemprop", "data-testid", "data-test", "data-qa"
 
 def _classes_of(a: dict) -> str:
     """`_node_classes` from the element's attributes."""
-    return " ".join(filter(None, map(a.get, _CLASS_ATTRS))) if a else ""
+    if not a:
+        return ""
+    if len(a) == 1:  # most often a class alone: that class
+        c = a.get("class")
+        if c is not None or "class" in a:
+            return c or ""
+    return " ".join(filter(None, map(a.get, _CLASS_ATTRS)))
 
 
 def _split_camel(cls: str) -> str:
