@@ -1,6 +1,8 @@
 """A year of data at scale: is the span store cheap enough? Generates it, then times a diff pass and a report.
 
     .venv/bin/python bench/data_scale.py [--scale 1.0] [--db PATH | --pg postgresql+psycopg://...] [--keep] [--own]
+    .venv/bin/python bench/data_scale.py --pg postgresql+psycopg://.../scale --keep     # also keeps scale_pre
+    .venv/bin/python bench/data_scale.py --pg postgresql+psycopg://.../scale --reuse    # the timed part again
 
 The year: 50,000 products x `--scale`, checked 4 times a day for 365 days (73 M checks at full scale), 5% of
 the products changing price on any given day (at one of that day's 4 checks). It is written directly with
@@ -19,6 +21,13 @@ Then, timed:
 2. the report of the day's unreported changes (~2,500 at full scale), as of the end of that pass (its 30-day
    price charts end there): `tracker.report.collect` + `render`;
 and the database's size on disk.
+
+`--keep` keeps a copy of the generated database as it was before the timed part (PostgreSQL: a database
+named after the URL's with `_pre` appended; SQLite: `--db PATH` copied to PATH.pre). `--reuse` (same
+arguments otherwise) skips the generation: the database is made again from that copy (PostgreSQL: DROP
+DATABASE + CREATE DATABASE ... TEMPLATE; SQLite: a file copy) and only the timed part runs, from the same
+state (the products' latest prices are read back from it; which products change in the pass is drawn again
+from the same seed).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -82,6 +92,38 @@ def price_change(old: Decimal, new: Decimal) -> dict:
             "currency": "EUR"}
 
 
+def plan_changes(rng: random.Random, products: int, days: int, change_rate: float
+                 ) -> tuple[dict[int, list[int]], list[int]]:
+    """Which products change on which check: per day, change_rate of them, each at one of the day's 4 checks.
+    Returns target -> slot indexes of its changes before the benchmark's slot, and the targets changing at it."""
+    slots = days * 4
+    per_day = max(1, round(products * change_rate))
+    changes_at: dict[int, list[int]] = {}      # target -> sorted slot indexes where its price changes
+    pass_changes: list[int] = []               # targets that change at the benchmark's slot
+    for day in range(days):
+        for t in rng.sample(range(1, products + 1), per_day):
+            k = day * 4 + rng.randrange(4)
+            if k == slots - 1:
+                pass_changes.append(t)
+            elif k > 0:
+                changes_at.setdefault(t, []).append(k)
+    return changes_at, pass_changes
+
+
+def reused_state(db: Database, products: int, days: int, change_rate: float, seed: int = 7) -> dict:
+    """The state `generate` returned for a database it wrote (with the same arguments), read back from it."""
+    _, pass_changes = plan_changes(random.Random(seed), products, days, change_rate)
+    with db.engine.connect() as conn:
+        latest = select(func.max(Observation.id)).group_by(Observation.target_id).scalar_subquery()
+        prices = conn.execute(select(Observation.target_id, Observation.price)
+                              .where(Observation.id.in_(latest))).all()
+        n_obs = conn.execute(select(func.count()).select_from(Observation)).scalar_one()
+        n_changes = conn.execute(select(func.count()).select_from(Change)).scalar_one()
+    return {"slots": days * 4, "pass_slot": slot_at(days * 4 - 1),
+            "latest_price": {t: price for t, price in sorted(prices)}, "pass_changes": set(pass_changes),
+            "observations": n_obs, "changes": n_changes, "checks": products * (days * 4 - 1)}
+
+
 def generate(db: Database, products: int, days: int, change_rate: float, seed: int = 7) -> dict:
     """Write the year; returns counts and the state the diff pass starts from."""
     rng = random.Random(seed)
@@ -114,17 +156,7 @@ def generate(db: Database, products: int, days: int, change_rate: float, seed: i
                                     "finished_at": slot_at(k) + timedelta(minutes=3), "counts": {}}
                                    for k in range(last_slot_k + 1)])
 
-    # Which products change on which check: per day, change_rate of them, each at one of the day's 4 checks.
-    per_day = max(1, round(products * change_rate))
-    changes_at: dict[int, list[int]] = {}      # target -> sorted slot indexes where its price changes
-    pass_changes: list[int] = []               # targets that change at the benchmark's slot
-    for day in range(days):
-        for t in rng.sample(range(1, products + 1), per_day):
-            k = day * 4 + rng.randrange(4)
-            if k == slots - 1:
-                pass_changes.append(t)
-            elif k > 0:
-                changes_at.setdefault(t, []).append(k)
+    changes_at, pass_changes = plan_changes(rng, products, days, change_rate)
 
     obs_id = change_id = 0
     obs_rows: list[dict] = []
@@ -182,6 +214,36 @@ def db_size(db: Database, path: Path | None) -> int:
         return conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
 
 
+def _pg_admin(url: str) -> tuple[Any, str]:
+    """An autocommit engine on the server's `postgres` database, and the name of `url`'s database."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT"), parsed.database
+
+
+def save_pg(url: str) -> None:
+    """Copy the generated database to `<name>_pre` (CREATE DATABASE ... TEMPLATE: a file-level copy)."""
+    engine, name = _pg_admin(url)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}_pre"'))
+        conn.execute(text(f'CREATE DATABASE "{name}_pre" TEMPLATE "{name}"'))
+    engine.dispose()
+    print(f"kept a copy as of before the timed part: database {name}_pre (--reuse starts from it)")
+
+
+def restore_pg(url: str) -> None:
+    """The URL's database made again from its `_pre` copy (its statistics, from ANALYZE, come along)."""
+    engine, name = _pg_admin(url)
+    with engine.connect() as conn:
+        if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": f"{name}_pre"}).first() is None:
+            raise SystemExit(f"--reuse: no database {name}_pre (run once with --keep)")
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{name}_pre"'))
+    engine.dispose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="share of 50,000 products (default 1.0)")
@@ -190,7 +252,10 @@ def main() -> None:
     ap.add_argument("--db", type=Path, help="SQLite file to create (default: a temporary one)")
     ap.add_argument("--pg", help="an EMPTY PostgreSQL database URL instead of SQLite")
     ap.add_argument("--batch", type=int, default=256, help="checks per transaction in the diff pass")
-    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the database, and a copy of it before the timed part (for --reuse)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="no generation: the database again from the copy --keep made, then the timed part")
     ap.add_argument("--own", action="store_true",
                     help="shop 1 is the own shop and all 50 shops sell every product (the whole price position)")
     ap.add_argument("--profile", action="store_true", help="cProfile the report's collect + render")
@@ -199,13 +264,21 @@ def main() -> None:
     SHARED = args.own
     products = int(50_000 * args.scale)
     tmp = None
+    if args.reuse and not (args.pg or args.db):
+        ap.error("--reuse needs the --pg URL or --db PATH of a database generated with --keep")
     if args.pg:
         path, url = None, args.pg
+        if args.reuse:
+            restore_pg(url)
     else:
-        tmp = Path(tempfile.mkdtemp(prefix="rw-scale-"))
+        if args.db is None:
+            tmp = Path(tempfile.mkdtemp(prefix="rw-scale-"))
         path = args.db or tmp / "year.db"
         for p in path.parent.glob(path.name + "*"):
-            p.unlink()
+            if not p.name.endswith(".pre"):
+                p.unlink()
+        if args.reuse:
+            shutil.copyfile(path.with_name(path.name + ".pre"), path)
         url = f"sqlite:///{path}"
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.1f}")
     print(f"data: {products:,} products x 4 checks/day x {args.days} days = {products * 4 * args.days:,} checks, "
@@ -213,22 +286,39 @@ def main() -> None:
           + (f"; own shop: 1 of {RIVALS} shops, every product sold by all {RIVALS}" if SHARED else ""))
     try:
         db = Database.open(url)
-        t0 = time.perf_counter()
-        state = generate(db, products, args.days, args.change_rate)
-        gen_s = time.perf_counter() - t0
-        if db.dialect == "postgresql":
-            with db.engine.begin() as conn:
-                for table in ("rivals", "targets", "runs", "observations", "changes", "outbox"):
-                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                      f"(SELECT max(id) FROM {table}))"))
-                conn.execute(text("ANALYZE"))
+        if args.reuse:
+            t0 = time.perf_counter()
+            state = reused_state(db, products, args.days, args.change_rate)
+            if len(state["latest_price"]) != products:
+                raise SystemExit(f"--reuse: the database holds {len(state['latest_price']):,} products, not "
+                                 f"{products:,} (generated with another --scale?)")
+            print(f"reused (copy of the generated database, state read back in {time.perf_counter() - t0:.1f} s): "
+                  f"{state['observations']:,} observation spans, {state['changes']:,} changes; database "
+                  f"{db_size(db, path) / 2**20:,.0f} MB")
         else:
-            with db.engine.begin() as conn:
-                conn.execute(text("ANALYZE"))
-        size_before = db_size(db, path)
-        print(f"generated in {gen_s:.1f} s: {state['observations']:,} observation spans (for "
-              f"{state['checks']:,} checks: {state['checks'] / state['observations']:.0f} checks per row), "
-              f"{state['changes']:,} changes; database {size_before / 2**20:,.0f} MB")
+            t0 = time.perf_counter()
+            state = generate(db, products, args.days, args.change_rate)
+            gen_s = time.perf_counter() - t0
+            if db.dialect == "postgresql":
+                with db.engine.begin() as conn:
+                    for table in ("rivals", "targets", "runs", "observations", "changes", "outbox"):
+                        conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                          f"(SELECT max(id) FROM {table}))"))
+                    conn.execute(text("ANALYZE"))
+            else:
+                with db.engine.begin() as conn:
+                    conn.execute(text("ANALYZE"))
+            size_before = db_size(db, path)
+            print(f"generated in {gen_s:.1f} s: {state['observations']:,} observation spans (for "
+                  f"{state['checks']:,} checks: {state['checks'] / state['observations']:.0f} checks per row), "
+                  f"{state['changes']:,} changes; database {size_before / 2**20:,.0f} MB")
+            if args.keep:
+                db.close()
+                if args.pg:
+                    save_pg(url)
+                else:
+                    shutil.copyfile(path, path.with_name(path.name + ".pre"))
+                db = Database.open(url)
 
         # 1. the diff pass of the final slot over every target
         slot = state["pass_slot"]
