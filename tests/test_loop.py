@@ -30,3 +30,18 @@ def test_returns_the_result_and_raises_the_error() -> None:
     assert run(asyncio.sleep(0, result=42)) == 42
     with pytest.raises(ValueError, match="boom"):
         run(fails())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not a dependency on Windows")
+def test_a_dramatiq_worker_runs_its_checks_on_the_same_loop() -> None:
+    import logging
+
+    from tracker.queue import _AsyncIO, _event_loop_thread
+
+    thread = _event_loop_thread(logging.getLogger("test"), _AsyncIO.INTERRUPT_CHECK_S)
+    thread.start(timeout=5.0)
+    try:
+        assert thread.run_coroutine(_loop_module()).startswith("uvloop")
+        assert thread.interrupt_check_ival == _AsyncIO.INTERRUPT_CHECK_S
+    finally:
+        thread.stop()

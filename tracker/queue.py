@@ -61,6 +61,7 @@ from tracker.config import Config, broker_url  # noqa: F401 - broker_url is part
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.lease import DbLease, holder_id
+from tracker.loop import loop_factory
 from tracker.models import Observation, Run, Target, dispatches
 from tracker.pipeline import (TARGET_SPECS, CheckResult, Checker, PassSummary, TargetSpec, target_spec,
                               utc_slot)
@@ -197,11 +198,22 @@ class _AsyncIO(AsyncIO):
     INTERRUPT_CHECK_S = 1.0
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
-        from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
+        from dramatiq.asyncio import set_event_loop_thread
 
-        thread = EventLoopThread(self.logger, interrupt_check_ival=self.INTERRUPT_CHECK_S)
+        thread = _event_loop_thread(self.logger, self.INTERRUPT_CHECK_S)
         thread.start(timeout=1.0)
         set_event_loop_thread(thread)
+
+
+def _event_loop_thread(logger: logging.Logger, interrupt_check_s: float) -> Any:
+    """Dramatiq's event-loop thread, running the loop every `tracker` command runs on (tracker.loop:
+    uvloop where installed) instead of the asyncio loop Dramatiq makes."""
+    from dramatiq.asyncio import EventLoopThread
+
+    thread = EventLoopThread(logger, interrupt_check_ival=interrupt_check_s)
+    thread.loop.close()  # Dramatiq's own, never started
+    thread.loop = loop_factory()
+    return thread
 
 
 def connect(config: Config, **kwargs: Any) -> Engine:
