@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from protego import Protego
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from scrapers.errors import FetchError
 
@@ -232,7 +231,10 @@ class HttpFetcher:
 
     async def _retry(self, url: str, first: FetchError) -> Page:
         """Attempts 2.. after a retryable first failure: tenacity replays `first` as its attempt 1, so the
-        stop, wait (backoff, Retry-After) and retry rules are exactly those of a retry loop from the start."""
+        stop, wait (backoff, Retry-After) and retry rules are exactly those of a retry loop from the start.
+        tenacity is imported here, on the first retry: a pass whose pages all answer never loads it."""
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retries + 1),
             wait=self._wait,
@@ -250,6 +252,8 @@ class HttpFetcher:
 
     @staticmethod
     def _wait(state: Any) -> float:
+        from tenacity import wait_exponential_jitter
+
         exc = state.outcome.exception() if state.outcome else None
         backoff = wait_exponential_jitter(initial=1, max=30)(state)
         if isinstance(exc, FetchError) and exc.retry_after is not None:
