@@ -298,7 +298,7 @@ def main() -> None:
                 return m
 
             print("\nruns:")
-            bare = bare_uv = http1 = http2 = auto = uw1 = uw2 = None
+            bare = bare_uv = http1 = http2 = auto = uw1 = None
             if not args.skip_http:
                 # The HTTP runs take seconds each, so other work on the machine sways them: they run in
                 # --repeat interleaved rounds (every run once per round, fresh databases and caches), and
@@ -339,7 +339,7 @@ def main() -> None:
                 medians = {key: median_round(ms) for key, ms in rounds.items()}
                 rows.extend(medians.values())
                 bare, bare_uv, http1, http2, auto = (medians[k] for k in ("bare", "bare_uv", "http1", "http2", "auto"))
-                uw1, uw2 = medians.get("uw1"), medians.get("uw2")
+                uw1 = medians.get("uw1")
                 if any(m.browser_seen for m in rounds["auto"]):
                     auto.browser_seen = True
             bb = br1 = None
