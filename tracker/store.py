@@ -13,6 +13,7 @@ the span extensions a second one, so the unchanged check, most checks, costs no 
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -62,7 +63,7 @@ class Observed:
         """Equal for two checks that saw the same thing (time-independent)."""
         # A shallow field dict serializes exactly like dataclasses.asdict(self) (orjson walks the values)
         # without asdict's deep copy, which was half of this method's cost.
-        payload = orjson.dumps({f.name: getattr(self, f.name) for f in _OBSERVED_FIELDS},
+        payload = orjson.dumps(dict(zip(_OBSERVED_NAMES, _OBSERVED_VALUES(self))),
                                option=orjson.OPT_SORT_KEYS, default=_json_default)
         return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
@@ -75,6 +76,8 @@ class Observed:
 
 
 _OBSERVED_FIELDS = tuple(f for f in fields(Observed) if f.name not in ("page_digest", "same_page"))
+_OBSERVED_NAMES = tuple(f.name for f in _OBSERVED_FIELDS)
+_OBSERVED_VALUES = operator.attrgetter(*_OBSERVED_NAMES)   # every field's value in one call
 
 
 class PageChanged(Exception):
@@ -244,14 +247,32 @@ class _Direct:
             cursor.close()
         if not any(results):
             return [tuple(row) for row in rows]
-        return [tuple(proc(v) if proc is not None else v for proc, v in zip(results, row, strict=True))
-                for row in rows]
+        if len(rows) < 8:
+            return [tuple(proc(v) if proc is not None else v for proc, v in zip(results, row, strict=True))
+                    for row in rows]
+        # A batch's rows (a claim's: kind, streak, failing_since, id) repeat few distinct values in the columns
+        # that need processing (failing_since: mostly NULL): each distinct value processed once, column-wise.
+        columns = list(zip(*rows, strict=True))
+        for i, proc in enumerate(results):
+            if proc is not None:
+                columns[i] = _mapped(columns[i], proc)
+        return list(zip(*columns, strict=True))
 
 
 _CLAIM_DIRECT = _Direct(_CLAIM, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
 _CLAIM_SAME_PAGE_DIRECT = _Direct(_CLAIM_SAME_PAGE, (_T.c.kind, _T.c.fail_streak, _T.c.failing_since))
 _EXTEND_DIRECT = _Direct(_EXTEND, (_O.c.id,))
 _EXTEND_LATEST_DIRECT = _Direct(_EXTEND_LATEST, (_O.c.id,))
+
+
+def _mapped(values: Sequence[Any], proc: Callable[[Any], Any]) -> list[Any]:
+    """`[proc(v) for v in values]` (a type conversion), with `proc` called once when the values are all the same
+    NULL, flag or time (a batch's items share their slot and time; failing_since is mostly NULL). Only for those
+    types: equal values of others may differ (1.0 and 1.00)."""
+    first = values[0]
+    if (first is None or isinstance(first, (bool, datetime))) and values.count(first) == len(values):
+        return [proc(first)] * len(values)
+    return [proc(value) for value in values]
 
 
 class _Rows(TypeDecorator[list]):
@@ -278,21 +299,13 @@ class _Rows(TypeDecorator[list]):
                  if (proc := type_.dialect_impl(dialect).bind_processor(dialect)) is not None]
 
         def process(rows: list[tuple[Any, ...]]) -> str:
-            if not procs:
+            if not procs or not rows:
                 return orjson.dumps(rows).decode()
-            last: dict[int, tuple[Any, Any]] = {}   # a batch's items share their slot and time objects
-            converted = []
-            for row in rows:
-                values = list(row)
-                for i, proc in procs:
-                    value = values[i]
-                    if value is not None:
-                        memo = last.get(i)
-                        if memo is None or memo[0] is not value:
-                            memo = last[i] = (value, proc(value))
-                        values[i] = memo[1]
-                converted.append(values)
-            return orjson.dumps(converted).decode()
+            # Column-wise: a batch's items share their slot and time objects, each converted once.
+            columns = list(zip(*rows, strict=True))
+            for i, proc in procs:
+                columns[i] = _mapped(columns[i], lambda value, proc=proc: None if value is None else proc(value))
+            return orjson.dumps(list(zip(*columns, strict=True))).decode()
 
         return process
 
@@ -503,7 +516,7 @@ def _settle(conn: Any, settling: list[tuple[CheckItem, str | None, _Claim | None
             if differ is not None:
                 differs[check.target_id] = differ
     previous = _latest_ok(conn, list(differs)) if differs else {}
-    settled: list[Recorded | tuple[int | None, int | None, list[ChangeData]]] = []
+    settled: list[Recorded | tuple[int | None, int | None, Sequence[ChangeData]]] = []
     new_spans: list[dict[str, Any]] = []
     streaks: list[dict[str, Any]] = []
     for check, fingerprint, claim in settling:
@@ -516,6 +529,10 @@ def _settle(conn: Any, settling: list[tuple[CheckItem, str | None, _Claim | None
             continue
         assert now is not None
         kind, streak_before, failing_since, extended_id = claim
+        if extended_id is not None and observed.status == "ok" and streak_before == 0 \
+                and failing_since is None and rules.health_after > 0:
+            settled.append((extended_id, None, ()))  # most checks: the span extended, nothing else changes
+            continue
         changes: list[ChangeData] = []
         span = None
         if extended_id is None:
@@ -532,10 +549,13 @@ def _settle(conn: Any, settling: list[tuple[CheckItem, str | None, _Claim | None
                 "availability": observed.availability, "promotions": list(observed.promotions) or None,
                 "title": observed.title, "sku": observed.sku, "gtin": observed.gtin, "rank": observed.rank,
                 "data": observed.data or None})
-        since = failing_since.isoformat() if failing_since else now.isoformat()
-        streak, health = health_changes(status=observed.status, reason=observed.reason,
-                                        streak_before=streak_before, failing_since=since, rules=rules)
-        changes += health
+        if observed.status == "ok" and streak_before < rules.health_after:
+            streak = 0  # health_changes' answer when an `ok` check ends no reported failure: no change
+        else:
+            since = failing_since.isoformat() if failing_since else now.isoformat()
+            streak, health = health_changes(status=observed.status, reason=observed.reason,
+                                            streak_before=streak_before, failing_since=since, rules=rules)
+            changes += health
         new_failing_since = None if streak == 0 else (failing_since or now)
         if streak != streak_before or new_failing_since != failing_since:
             streaks.append({"p_tid": target_id, "p_streak": streak, "p_since": new_failing_since})
