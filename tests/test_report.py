@@ -312,3 +312,84 @@ def test_two_thousand_changes_keep_the_html_part_under_100_kb_and_attach_the_ful
     html_part = next(p for p in message.walk() if p.get_content_type() == "text/html").get_content()
     assert len(html_part.encode("utf-8")) < 100_000
     assert elapsed < 60
+
+
+def _fit_by_bisection(env, data, budget):  # type: ignore[no-untyped-def]
+    """The shortened report as report._fit found it before it guessed its sizes: a plain bisection."""
+    from tracker.report import _shortened, render_html
+
+    products = sorted(((p["score"], i, j) for i, r in enumerate(data.rivals) for j, p in enumerate(r["products"])),
+                      key=lambda x: (-x[0], x[1], x[2]))
+    best = None
+    for compact in (False, True):
+        lo, hi = 0, len(products)
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            candidate = _shortened(data, {(i, j) for _, i, j in products[:mid]}, compact)
+            html = render_html(env, candidate, inline=True)
+            if len(html.encode("utf-8")) <= budget:
+                best, lo = (candidate, html), mid + 1
+            else:
+                hi = mid - 1
+        if best is not None:
+            return best
+    candidate = _shortened(data, set(), True, summary_only=True)
+    return candidate, render_html(env, candidate, inline=True)
+
+
+def test_shortened_report_is_the_one_a_bisection_finds(world):
+    from tracker import report as report_module
+
+    text, prices = big_config(300)
+    config, db = world(config_text=text, prices=prices)
+    data = report(config, db)
+    env = report_module.environment()
+    full = len(report_module.render_html(env, data, inline=True).encode("utf-8"))
+    for budget in (MAIL_HTML_BUDGET, 40_000, 16_000, 9_000, 2_000):
+        attempts = []
+        real = report_module.render_html
+
+        def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+            attempts.append(1)
+            return real(*args, **kwargs)
+
+        report_module.render_html = counting
+        try:
+            shown, html = report_module._fit(env, data, budget, full)
+        finally:
+            report_module.render_html = real
+        expected_shown, expected_html = _fit_by_bisection(env, data, budget)
+        assert html == expected_html, budget
+        assert shown.notice == expected_shown.notice
+        print(f"budget {budget}: {len(attempts)} renders")
+
+
+def test_largest_fitting_agrees_with_a_bisection():
+    import random
+
+    from tracker.report import _largest_fitting
+
+    rng = random.Random(5)
+    for case in range(300):
+        n = rng.choice((0, 1, 2, 5, 40, 2500))
+        base = rng.randint(0, 5000)
+        steps = [rng.choice((0, 10, 30, 31, 500)) for _ in range(n)]
+        sizes = [base]
+        for step in steps:
+            sizes.append(sizes[-1] + step)
+        budget = rng.randint(0, sizes[-1] + 100)
+        calls = []
+
+        def attempt(k: int) -> tuple[int, int]:
+            calls.append(k)
+            return sizes[k], k
+
+        expected = max((k for k in range(n + 1) if sizes[k] <= budget), default=None)
+        full = sizes[-1] if rng.random() < 0.8 else None
+        assert _largest_fitting(attempt, n, budget, full) == expected, (case, n, budget)
+        assert len(calls) <= 2 * max(1, n).bit_length() + 2
+    # Sizes growing linearly: found in a few attempts.
+    sizes = [3000 + 37 * k for k in range(2501)]
+    calls = []
+    assert _largest_fitting(lambda k: (calls.append(k), (sizes[k], k))[1], 2500, 95_000, sizes[-1]) == 2486
+    assert len(calls) <= 4
