@@ -345,7 +345,7 @@ def test_shortened_report_is_the_one_a_bisection_finds(world):
     data = report(config, db)
     env = report_module.environment()
     full = len(report_module.render_html(env, data, inline=True).encode("utf-8"))
-    for budget in (MAIL_HTML_BUDGET, 40_000, 16_000, 9_000, 2_000):
+    for budget in (MAIL_HTML_BUDGET, MAIL_HTML_BUDGET + 1, 40_000, 16_001, 9_000, 2_000):
         attempts = []
         real = report_module.render_html
 
@@ -355,7 +355,7 @@ def test_shortened_report_is_the_one_a_bisection_finds(world):
 
         report_module.render_html = counting
         try:
-            shown, html = report_module._fit(env, data, budget, full)
+            shown, html = report_module._fit(env, data, budget, full if budget % 2 else None)
         finally:
             report_module.render_html = real
         expected_shown, expected_html = _fit_by_bisection(env, data, budget)
@@ -393,3 +393,20 @@ def test_largest_fitting_agrees_with_a_bisection():
     calls = []
     assert _largest_fitting(lambda k: (calls.append(k), (sizes[k], k))[1], 2500, 95_000, sizes[-1]) == 2486
     assert len(calls) <= 4
+
+
+def test_a_report_whose_text_is_over_budget_is_shortened_without_inlining_its_whole_css(world, monkeypatch):
+    """render skips the CSS inlining of a whole report whose text alone is over budget: the same mail."""
+    from tracker import report as report_module
+
+    text, prices = big_config(300)
+    config, db = world(config_text=text, prices=prices)
+    data = report(config, db)
+    for budget in (MAIL_HTML_BUDGET, 20_000):
+        full = report_module.render_html(report_module.environment(), data, inline=True)
+        assert report_module._least_size(full) <= len(full.encode("utf-8"))
+        quick = render(data, config, budget=budget)
+        with monkeypatch.context() as m:
+            m.setattr(report_module, "_least_size", lambda html: 0)
+            exact = render(data, config, budget=budget)
+        assert quick == exact and quick.truncated
