@@ -410,3 +410,24 @@ def test_a_report_whose_text_is_over_budget_is_shortened_without_inlining_its_wh
             m.setattr(report_module, "_least_size", lambda html: 0)
             exact = render(data, config, budget=budget)
         assert quick == exact and quick.truncated
+
+
+@pytest.mark.parametrize("locale", ["en_US", "es_ES", "pt_BR", "it_IT", "de_CH", "fr_FR", "hi_IN", "ja_JP", "ar_EG"])
+def test_money_is_babels_format_currency(locale):
+    """Formatter.money writes amounts from Babel's text of their whole units: the same text as Babel's."""
+    import random
+    from zoneinfo import ZoneInfo
+
+    from babel.numbers import format_currency
+
+    from tracker.report import Formatter
+
+    rng = random.Random(3)
+    values = [Decimal(rng.randint(-10**9, 10**9)) / Decimal(10) ** rng.randint(0, 5) for _ in range(400)]
+    values += [Decimal(v) for v in ("0", "-0", "-0.001", "0.005", "0.015", "999.995", "-999.995", "1E+3", "12.5000")]
+    for currency in ("EUR", "USD", "JPY", "CHF", "BHD", "INR"):
+        fmt = Formatter(locale, ZoneInfo("UTC"))
+        for value in values:
+            # (money's memo of formatted amounts holds 0 and -0 as one: equal Decimals)
+            assert fmt._currency(value, currency) == format_currency(value, currency, locale=fmt.locale), \
+                (currency, value)

@@ -30,7 +30,7 @@ from typing import Any
 import css_inline
 from babel.core import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, get_currency_precision, get_decimal_quantum
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -102,6 +102,9 @@ class Formatter:
         self.messages = catalogue(self.language)
         self._english = catalogue("en")
         self._money: dict[tuple[Decimal, str | None], str] = {}
+        self._shapes: dict[str, Any] = {}                            # currency -> _currency_shape
+        self._heads: dict[tuple[str, str, bool], str | bool] = {}   # what precedes an amount's digits
+        self._pcts: dict[tuple[Decimal, bool], str] = {}
 
     def t(self, key: str, n: int | None = None, **values: Any) -> str:
         """The message `key` in the report's language; `n` picks the plural form and fills `{n}`."""
@@ -133,9 +136,51 @@ class Formatter:
         text = self._money.get(key)
         if text is None:
             # Babel's formatting is ~30 us a value and a report shows most prices several times.
-            text = self._money[key] = (format_currency(value, currency, locale=self.locale) if currency
+            text = self._money[key] = (self._currency(value, currency) if currency
                                        else format_decimal(value, format="#,##0.00", locale=self.locale))
         return text
+
+    def _currency(self, value: Decimal, currency: str) -> str:
+        """format_currency(value, currency, locale), from Babel's text of the value's whole units: Babel
+        rounds the amount to the currency's digits and writes prefix + units + decimal mark + digits + suffix,
+        so amounts of the same whole units and sign differ only in their digits (~2,500 prices in a report:
+        ~1,000 distinct whole units)."""
+        shape = self._shapes.get(currency)
+        if shape is None:
+            shape = self._shapes[currency] = self._currency_shape(currency)
+        if shape is False:
+            return format_currency(value, currency, locale=self.locale)
+        digits, quantum, tails = shape
+        negative = value.is_signed()
+        units, _, cents = f"{abs(value).normalize().quantize(quantum):f}".partition(".")
+        key = (currency, units, negative)
+        head = self._heads.get(key)
+        if head is None:
+            whole = format_currency(Decimal(("-" if negative else "") + units), currency, locale=self.locale)
+            tail = tails[negative]
+            head = self._heads[key] = whole[:len(whole) - digits - len(tail)] \
+                if whole.endswith("0" * digits + tail) else False
+        if head is False:
+            return format_currency(value, currency, locale=self.locale)
+        return head + cents + tails[negative]
+
+    def _currency_shape(self, currency: str) -> tuple[int, Decimal, tuple[str, str]] | bool:
+        """The currency's digits, Babel's rounding quantum for them, and what follows the digits (positive,
+        negative): found by writing 1.00 and 1.11 (or 1.0 / 1.1, ...); False where Babel's text may depend on
+        the amount otherwise (a currency without decimals, a pattern naming the currency in words)."""
+        digits = get_currency_precision(currency)
+        if not 1 <= digits <= 4 or "¤¤¤" in self.locale.currency_formats["standard"].pattern:
+            return False
+        tails = []
+        for sign in ("", "-"):
+            zeros = format_currency(Decimal(f"{sign}1.{'0' * digits}"), currency, locale=self.locale)
+            ones = format_currency(Decimal(f"{sign}1.{'1' * digits}"), currency, locale=self.locale)
+            at = next((i for i, (a, b) in enumerate(zip(zeros, ones)) if a != b), None)
+            if at is None or len(zeros) != len(ones) or zeros[at + digits:] != ones[at + digits:] \
+                    or ones[at:at + digits] != "1" * digits:
+                return False
+            tails.append(zeros[at + digits:])
+        return digits, get_decimal_quantum(digits), (tails[0], tails[1])
 
     def signed_money(self, amount: str | Decimal | None, currency: str | None) -> str:
         if amount is None:
@@ -148,8 +193,12 @@ class Formatter:
         if pct is None:
             return ""
         value = Decimal(pct)
-        sign = ("+" if value > 0 else "−" if value < 0 else "") if signed else ""
-        return f"{sign}{format_decimal(abs(value), format='0.0', locale=self.locale)} %"
+        text = self._pcts.get((value, signed))
+        if text is None:
+            sign = ("+" if value > 0 else "−" if value < 0 else "") if signed else ""
+            text = self._pcts[(value, signed)] = \
+                f"{sign}{format_decimal(abs(value), format='0.0', locale=self.locale)} %"
+        return text
 
     def when(self, value: datetime | str | None) -> str:
         if value is None:
