@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -298,19 +298,41 @@ SectionBuilder = Callable[[Session, Config, Formatter, list[ChangeRow]], "dict[s
 SECTION_BUILDERS: dict[str, SectionBuilder] = {}
 
 
+def _row_type(table: Any) -> Any:
+    """A read-only record of a table's row: its columns as attributes, as the ORM object has them."""
+    return namedtuple(f"{table.name.capitalize()}Row", [column.key for column in table.c])  # type: ignore[misc]
+
+
+_CHANGE_ROW, _TARGET_ROW, _RIVAL_ROW = (_row_type(Change.__table__), _row_type(Target.__table__),
+                                        _row_type(Rival.__table__))
+
+
+def _unreported(session: Session) -> list[ChangeRow]:
+    """The unreported changes with their target and rival (None for keywords), as plain records of all their
+    columns rather than ORM objects (loading 2,500 x 3 ORM objects took ~0.15 s of a report): the report and
+    the kinds' section builders only read them."""
+    tables = (Change.__table__, Target.__table__, Rival.__table__)
+    result = session.execute(
+        select(*(column for table in tables for column in table.c))
+        .select_from(Change.__table__)
+        .join(Target.__table__, Target.id == Change.target_id)
+        .outerjoin(Rival.__table__, Rival.id == Target.rival_id)
+        .where(Change.report_id.is_(None))
+        .order_by(Rival.name, Target.id, Change.id))
+    n_change, n_target = len(tables[0].c), len(tables[1].c)
+    make_change, make_target, make_rival = _CHANGE_ROW._make, _TARGET_ROW._make, _RIVAL_ROW._make
+    return [(make_change(row[:n_change]), make_target(row[n_change:n_change + n_target]),
+             make_rival(row[n_change + n_target:]) if row[n_change + n_target] is not None else None)
+            for row in result]
+
+
 def collect(session: Session, config: Config, *, now: datetime | None = None, charts: bool = True) -> ReportData:
     """Gather the changes not yet reported, grouped by rival and product, as plain data."""
     from tracker import kinds
 
     now = now or datetime.now(UTC)
     fmt = Formatter(config.locale, config.tz)
-    rows = session.execute(
-        select(Change, Target, Rival)
-        .join(Target, Target.id == Change.target_id)
-        .outerjoin(Rival, Rival.id == Target.rival_id)
-        .where(Change.report_id.is_(None))
-        .order_by(Rival.name, Target.id, Change.id)
-    ).all()
+    rows = _unreported(session)
     for kind in {t.kind for _, t, _ in rows}:
         kinds.load(kind)  # the kinds with changes to report register their sections on import
     summary: Counter[str] = Counter()
