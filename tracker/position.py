@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, select, true
+from sqlalchemy import Integer, Row, Select, any_, bindparam, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from tracker.diff import in_stock
@@ -93,6 +94,14 @@ LATEST_COLUMNS = (Observation.target_id, Observation.id, Observation.price, Obse
 CHUNK = 5000  # target ids per IN (...) list
 
 
+def _among(session: Session, ids: list[int]) -> Any:
+    """`Target.id IN ids`; on PostgreSQL `= ANY(array)`, one parameter: an IN list of thousands of parameters
+    cost ~25 ms to render and parse for each query (2,500 changed products)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return Target.id == any_(bindparam("target_ids", ids, type_=ARRAY(Integer)))
+    return Target.id.in_(ids)
+
+
 def _chunks(ids: list[int]) -> Iterable[list[int]]:
     for start in range(0, len(ids), CHUNK):
         yield ids[start:start + CHUNK]
@@ -129,7 +138,7 @@ def latest_ok(session: Session, target_ids: Iterable[int] | None = None) -> dict
         return {row.target_id: row for row in session.execute(base)}
     out: dict[int, Row[Any]] = {}
     for chunk in _chunks(sorted(set(target_ids))):
-        out.update((row.target_id, row) for row in session.execute(base.where(Target.id.in_(chunk))))
+        out.update((row.target_id, row) for row in session.execute(base.where(_among(session, chunk))))
     return out
 
 
@@ -180,7 +189,7 @@ def _offers(session: Session, target_ids: list[int] | None, keys: _KeyMaker | No
         rows = session.execute(stmt).all()
     else:
         for chunk in _chunks(target_ids):
-            rows += session.execute(stmt.where(Target.id.in_(chunk))).all()
+            rows += session.execute(stmt.where(_among(session, chunk))).all()
     rows.sort(key=lambda r: r[0])
     return [Offer(target_id=tid, rival=rival, own=bool(own), name=name or title or url or key, url=url,
                   price=price, currency=currency, availability=availability, keys=keys(match_key, gtin, sku),
