@@ -24,7 +24,6 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import orjson
 from sqlalchemy import (JSON, Boolean, String, bindparam, cast, func, insert, literal_column, or_, select, type_coerce,
                         update)
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ClauseElement
@@ -380,6 +379,8 @@ class _InsertRows:
         rows = bindparam("p_rows", type_=String())
         cols = [self.table.c[name] for name in self.columns]
         if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB  # (here: a SQLite run never loads the dialect)
+
             each = (func.jsonb_array_elements(cast(rows, JSONB())).table_valued("value", with_ordinality="n")
                     .render_derived(name="each"))
             values = [cast(each.c.value.op("->>")(literal_column(str(i))), col.type) for i, col in enumerate(cols)]
