@@ -17,7 +17,8 @@ the benchmark runs. With `--own`, the first of the 50 shops is the own shop and 
 Then, timed:
 1. the diff pass of that last slot over every target (95%+ unchanged: the span is extended; ~1.25% changed:
    new span + change), in transactions of 256 checks, each batch through `tracker.store.record_checks` as the
-   pipeline's group commit records it (tracker.pipeline.Checker._run_batch);
+   pipeline's group commit records it (tracker.pipeline.Checker._run_batch), with as many transactions in
+   flight as the pipeline runs (`tracker.pipeline.db_writers`: 1 on SQLite, 4 on PostgreSQL; `--writers`);
 2. the report of the day's unreported changes (~2,500 at full scale), as of the end of that pass (its 30-day
    price charts end there): `tracker.report.collect` + `render`;
 and the database's size on disk.
@@ -39,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -57,6 +59,7 @@ from tracker.db import Database  # noqa: E402
 from tracker.diff import Rules  # noqa: E402
 from tracker.models import Change, Observation, OutboxMessage, Rival, Run, Target  # noqa: E402
 from tracker.report import collect, render  # noqa: E402
+from tracker.pipeline import db_writers  # noqa: E402
 from tracker.store import CheckItem, Observed, record_checks  # noqa: E402
 
 START = datetime(2025, 4, 1, tzinfo=UTC)
@@ -252,6 +255,9 @@ def main() -> None:
     ap.add_argument("--db", type=Path, help="SQLite file to create (default: a temporary one)")
     ap.add_argument("--pg", help="an EMPTY PostgreSQL database URL instead of SQLite")
     ap.add_argument("--batch", type=int, default=256, help="checks per transaction in the diff pass")
+    ap.add_argument("--writers", type=int, default=0,
+                    help="transactions in flight in the diff pass (default: the pipeline's, 1 on SQLite, 4 on "
+                         "PostgreSQL: tracker.pipeline.db_writers)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the database, and a copy of it before the timed part (for --reuse)")
     ap.add_argument("--reuse", action="store_true",
@@ -327,18 +333,26 @@ def main() -> None:
         seen = [observed(t, move(p, rng) if t in state["pass_changes"] else p)
                 for t, p in state["latest_price"].items()]
         rules = Rules()
+        writers = args.writers or db_writers(db.dialect)
         t0 = time.perf_counter()
         new_spans = changes = 0
         ids = list(state["latest_price"])
-        for start in range(0, len(ids), args.batch):
+
+        def write(start: int) -> list:
             batch = [CheckItem(t, slot, obs) for t, obs in zip(ids[start:start + args.batch],
                                                                 seen[start:start + args.batch])]
             with db.session() as session:
-                for rec in record_checks(session, batch, now=now, rules=rules):
+                return record_checks(session, batch, now=now, rules=rules)
+
+        # As the pipeline's group commit writes: `writers` batches in flight, each in its own transaction.
+        with ThreadPoolExecutor(writers) as pool:
+            for recorded in pool.map(write, range(0, len(ids), args.batch)):
+                for rec in recorded:
                     new_spans += rec.new_span
                     changes += len(rec.changes)
         diff_s = time.perf_counter() - t0
-        print(f"\n1. diff pass, {len(ids):,} targets (record_checks, {args.batch} per transaction): {diff_s:.2f} s "
+        print(f"\n1. diff pass, {len(ids):,} targets (record_checks, {args.batch} per transaction, {writers} "
+              f"at once): {diff_s:.2f} s "
               f"({1e6 * diff_s / len(ids):.0f} us per target); {new_spans:,} new spans, {changes:,} changes, "
               f"{len(ids) - new_spans:,} spans extended")
 

@@ -119,6 +119,12 @@ def utc_slot(when: datetime | None = None) -> datetime:
     return when.astimezone(UTC)
 
 
+def db_writers(dialect: str) -> int:
+    """Group commits a process runs at once: one on SQLite (one writer per database), four on a server
+    database (while one batch's statements run on the server, the next batch is prepared)."""
+    return 1 if dialect == "sqlite" else 4
+
+
 class Checker:
     """Holds a process's shared resources (fetchers, database) and runs checks with them."""
 
@@ -138,13 +144,12 @@ class Checker:
             concurrency=config.browser.concurrency, block=tuple(config.browser.block),
             timeout_s=config.browser.timeout_s, headless=config.browser.headless)
         # SQLite has one writer: a single DB thread keeps writes in order and the event loop free.
-        self._db_threads = ThreadPoolExecutor(max_workers=1 if db.dialect == "sqlite" else 4,
-                                              thread_name_prefix="tracker-db")
+        self._db_threads = ThreadPoolExecutor(max_workers=db_writers(db.dialect), thread_name_prefix="tracker-db")
         # Group commit: writes of checks that finish while the DB thread is busy wait together and are
         # committed in one transaction (one fsync/round trip for many targets, see _write).
         self._pending_writes: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
         self._flushers = 0
-        self._max_flushers = 1 if db.dialect == "sqlite" else 4
+        self._max_flushers = db_writers(db.dialect)
 
     async def __aenter__(self) -> "Checker":
         await self.http.__aenter__()
