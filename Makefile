@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python bench/extraction.py
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/http_breakdown.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
