@@ -594,10 +594,6 @@ def _settle(conn: Any, settling: list[tuple[CheckItem, str | None, _Claim | None
             continue
         assert now is not None
         kind, streak_before, failing_since, extended_id = claim
-        if extended_id is not None and observed.status == "ok" and streak_before == 0 \
-                and failing_since is None and rules.health_after > 0:
-            settled.append((extended_id, None, ()))  # most checks: the span extended, nothing else changes
-            continue
         changes: list[ChangeData] = []
         span = None
         if extended_id is None:
