@@ -17,7 +17,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import Integer, Row, Select, any_, bindparam, select, true
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from tracker.diff import in_stock
@@ -98,6 +97,8 @@ def _among(session: Session, ids: list[int]) -> Any:
     """`Target.id IN ids`; on PostgreSQL `= ANY(array)`, one parameter: an IN list of thousands of parameters
     cost ~25 ms to render and parse for each query (2,500 changed products)."""
     if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY  # (here: a report on SQLite never loads the dialect)
+
         return Target.id == any_(bindparam("target_ids", ids, type_=ARRAY(Integer)))
     return Target.id.in_(ids)
 
