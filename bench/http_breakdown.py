@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from common import PY, Server, machine  # noqa: E402
+from common import PY, Server, machine, run_measured  # noqa: E402
 
 VARIANTS = ("full", "without observing", "without observing or writes")
 
@@ -85,12 +84,12 @@ def run_child(argv: list[str]) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def bare_cpu(url_file: Path, connections: int) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([PY, str(HERE / "throughput.py"), "_bare_http", str(url_file), str(connections)],
-                   check=True, capture_output=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+def bare_cpu(url_file: Path, connections: int, pages: int) -> float:
+    m = run_measured("bare", [PY, str(HERE / "throughput.py"), "_bare_http", str(url_file), str(connections)],
+                     pages=pages)
+    if m.returncode != 0:
+        raise SystemExit(f"bare loop failed: {m.stderr.strip()[-300:]}")
+    return m.cpu_s
 
 
 def main() -> None:
@@ -114,7 +113,7 @@ def main() -> None:
             static = throughput.urls(server.port, args.n, args.hosts, "p")
             (work / "static.txt").write_text("\n".join(static))
             for r in range(args.rounds):
-                bare.append(bare_cpu(work / "static.txt", 32))
+                bare.append(bare_cpu(work / "static.txt", 32, args.n))
                 for i, variant in enumerate(VARIANTS):
                     db = work / f"r{r}-{i}.db"
                     cfg = throughput.tracker_config(work / f"r{r}-{i}.json", db, static, args.hosts, "http", 8)
