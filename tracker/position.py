@@ -216,44 +216,46 @@ def matched_offers(session: Session) -> list[Offer]:
         with_newest_ok(session, (Target.id, Rival.own, Target.match_key), (Observation.gtin, Observation.sku),
                        outer=True)
         .join(Rival, Rival.id == Target.rival_id).where(*_PRODUCTS)).all()
-    parent: dict[str, str] = {}
-
-    def find(k: str) -> str:
-        while parent.setdefault(k, k) != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
+    keys_of = _KeySets()
     key_maker = _KeyMaker()
     keyed = []
     for tid, own, match_key, gtin, sku in rows:
         keys = key_maker(match_key, gtin, sku)
         if keys:
             keyed.append((tid, bool(own), keys))
-            for other in keys[1:]:
-                parent[find(other)] = find(keys[0])
-    own_roots = {find(keys[0]) for _, own, keys in keyed if own}
-    wanted = sorted(tid for tid, _, keys in keyed if find(keys[0]) in own_roots)
+            keys_of.join(keys)
+    own_roots = {keys_of.find(keys[0]) for _, own, keys in keyed if own}
+    wanted = sorted(tid for tid, _, keys in keyed if keys_of.find(keys[0]) in own_roots)
     return _offers(session, wanted, key_maker) if wanted else []
 
 
-def _groups(offers: list[Offer]) -> list[list[Offer]]:
-    """Offers sharing a key, transitively (union-find over keys)."""
-    parent: dict[str, str] = {}
+class _KeySets:
+    """Union-find over product keys: keys seen together on one offer belong to one product."""
 
-    def find(k: str) -> str:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, k: str) -> str:
+        parent = self.parent
         while parent.setdefault(k, k) != k:
             parent[k] = parent[parent[k]]
             k = parent[k]
         return k
 
+    def join(self, keys: tuple[str, ...]) -> None:
+        for other in keys[1:]:
+            self.parent[self.find(other)] = self.find(keys[0])
+
+
+def _groups(offers: list[Offer]) -> list[list[Offer]]:
+    """Offers sharing a key, transitively."""
+    keys_of = _KeySets()
     for offer in offers:
-        for other in offer.keys[1:]:
-            parent[find(other)] = find(offer.keys[0])
+        keys_of.join(offer.keys)
     groups: dict[str, list[Offer]] = {}
     for offer in offers:
         if offer.keys:
-            groups.setdefault(find(offer.keys[0]), []).append(offer)
+            groups.setdefault(keys_of.find(offer.keys[0]), []).append(offer)
     return list(groups.values())
 
 
