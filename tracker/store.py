@@ -323,13 +323,22 @@ _ITEM_COLUMNS = (("tid", _T.c.id.type), ("slot", _T.c.last_slot.type), ("seen_at
 def _items(dialect: str, columns: tuple[tuple[str, Any], ...] = _ITEM_COLUMNS) -> Any:
     """The parameter `p_items` (rows of `columns`, see _Rows) as a table `item`."""
     rows = bindparam("p_items", type_=_Rows(columns))
-    if dialect == "postgresql":
-        each = func.jsonb_array_elements(rows).table_valued("value")
-        values = [cast(each.c.value.op("->>")(literal_column(str(i))), t) for i, (_, t) in enumerate(columns)]
-    else:
-        each = func.json_each(rows).table_valued("value")
-        values = [type_coerce(func.json_extract(each.c.value, f"$[{i}]"), t) for i, (_, t) in enumerate(columns)]
+    values, _ = _json_table(rows, [t for _, t in columns], dialect)
     return select(*(value.label(name) for value, (name, _) in zip(values, columns, strict=True))).subquery("item")
+
+
+def _json_table(rows: Any, types: list[Any], dialect: str, *, ordered: bool = False) -> tuple[list[Any], Any]:
+    """The rows of a JSON array of arrays (`rows`, JSONB on PostgreSQL) as a table: its columns, typed
+    `types`, and (`ordered`) the column that orders them as in the array, else None."""
+    if dialect == "postgresql":
+        each = func.jsonb_array_elements(rows).table_valued("value", with_ordinality="n" if ordered else None)
+        if ordered:
+            each = each.render_derived(name="each")
+        values = [cast(each.c.value.op("->>")(literal_column(str(i))), t) for i, t in enumerate(types)]
+        return values, each.c.n if ordered else None
+    each = func.json_each(rows).table_valued("value", *(("key",) if ordered else ()))
+    values = [type_coerce(func.json_extract(each.c.value, f"$[{i}]"), t) for i, t in enumerate(types)]
+    return values, each.c.key if ordered else None
 
 
 def _claim_many_statement(dialect: str) -> Any:
@@ -376,18 +385,12 @@ class _InsertRows:
         self._procs: dict[str, list[Callable[[Any], Any] | None]] = {}
 
     def _statement(self, dialect: str) -> Any:
-        rows = bindparam("p_rows", type_=String())
-        cols = [self.table.c[name] for name in self.columns]
+        rows: Any = bindparam("p_rows", type_=String())
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import JSONB  # (here: a SQLite run never loads the dialect)
 
-            each = (func.jsonb_array_elements(cast(rows, JSONB())).table_valued("value", with_ordinality="n")
-                    .render_derived(name="each"))
-            values = [cast(each.c.value.op("->>")(literal_column(str(i))), col.type) for i, col in enumerate(cols)]
-        else:
-            each = func.json_each(rows).table_valued("value", "key")
-            values = [type_coerce(func.json_extract(each.c.value, f"$[{i}]"), col.type) for i, col in enumerate(cols)]
-        order = each.c.n if dialect == "postgresql" else each.c.key
+            rows = cast(rows, JSONB())
+        values, order = _json_table(rows, [self.table.c[name].type for name in self.columns], dialect, ordered=True)
         statement = insert(self.table).from_select(self.columns, select(*values).order_by(order))
         return statement.returning(self.table.c.id) if self.returning else statement
 
