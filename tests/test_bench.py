@@ -63,3 +63,9 @@ def test_extraction_bench_scores_the_datasets() -> None:
     out = bench("extraction.py", "--repeat", "1")
     assert re.search(r"^Throughput: [\d.]+ pages/s", out, re.M), out
     assert re.search(r"^Small page \(9 KB, price in JSON-LD\): [\d.]+ ms/page$", out, re.M), out
+
+
+def test_matching_bench_scores_the_labelled_pairs() -> None:
+    out = bench("matching.py", "--quiet")
+    assert re.search(r"^pairs=82 \(match=\d+, non-match=\d+\)", out, re.M), out
+    assert re.search(r"^precision=[\d.]+ recall=[\d.]+ F1=[\d.]+$", out, re.M), out
