@@ -429,13 +429,17 @@ class BrowserFetcher:
                 # lacks only the security-related ones (cookies), which detect_block does not read.
                 headers = response.headers if response else {}
                 deadline = load_started + self.timeout_ms / 1000
-                if wait_for:
+                # An error page (gone, denied, failing) grows no value: it is neither waited on nor scrolled.
+                worth_waiting = status < 400 or _may_clear(await page.content(), status, page.url, headers)
+                if not worth_waiting:
+                    deadline = load_started
+                if wait_for and worth_waiting:
                     try:
                         await page.wait_for_selector(wait_for, state="attached",
                                                      timeout=max(1.0, (deadline - time.monotonic()) * 1000))
                     except PlaywrightTimeout:
                         pass  # the caller's extraction will say "unextractable": the page is kept
-                if scroll:
+                if scroll and worth_waiting:
                     await self._scroll_to_end(page, max_scrolls)
                 html = await page.content()
                 if ready is not None and not wait_for:
@@ -490,6 +494,15 @@ class BrowserFetcher:
                 await page.wait_for_function(f"document.body.scrollHeight > {height}", timeout=1500)
             except Exception:  # noqa: BLE001 - no growth within the wait: the end
                 break
+
+
+def _may_clear(html: str, status: int, url: str, headers: dict[str, str]) -> bool:
+    """Whether an error page (HTTP >= 400) may still turn into the wanted page: a JS challenge, which runs
+    in the browser and reloads. Any other (not found, access denied, server error) is waited on for nothing."""
+    from scrapers.blocked import detect_block
+
+    block = detect_block(html, status=status, url=url, headers=headers)
+    return block is not None and block.kind == "challenge"
 
 
 async def _close_quietly(page) -> None:  # type: ignore[no-untyped-def]

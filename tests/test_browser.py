@@ -90,6 +90,56 @@ def test_mobile_keywords_are_fetched_by_an_emulated_phone(page_server):
     assert desktop_width >= 1000 and "Mobile" not in desktop
 
 
+# A product page that is gone, and a JS challenge (HTTP 403) that clears itself and shows the product.
+GONE = "<html><head><title>Page not found</title></head><body><h1>Sorry, this page does not exist</h1></body></html>"
+CHALLENGE = """<html><head><title>Just a moment...</title></head><body><div id="challenge-form">Checking your
+browser</div><script>setTimeout(function () { document.body.innerHTML = '<h1>Kettle</h1><p id="pri' + 'ce">19.99</p>';
+document.title = 'Kettle'; }, 1000);</script></body></html>"""
+
+
+@pytest.fixture
+def error_pages():
+    app = web.Application()
+
+    async def gone(_request: web.Request) -> web.Response:
+        return web.Response(text=GONE, status=404, content_type="text/html")
+
+    async def challenge(_request: web.Request) -> web.Response:
+        return web.Response(text=CHALLENGE, status=403, content_type="text/html")
+
+    app.router.add_get("/gone", gone)
+    app.router.add_get("/challenge", challenge)
+    server = ThreadServer(app).start()
+    yield server
+    server.stop()
+
+
+def test_an_error_page_is_not_waited_on_but_a_js_challenge_is(error_pages):
+    """A 404 never grows a price: it is read once, not polled until the timeout (a dropped product in a
+    browser-fetched shop used to hold a page for the whole 30 s); a 403 JS challenge is waited on."""
+    polls = {"gone": 0, "challenge": 0}
+
+    def ready(name: str):  # type: ignore[no-untyped-def]
+        def check(html: str) -> bool:
+            polls[name] += 1
+            return 'id="price"' in html
+        return check
+
+    async def run() -> tuple:
+        async with BrowserFetcher(concurrency=2, timeout_s=30) as browser:
+            gone = await browser.fetch(error_pages.url + "/gone", ready=ready("gone"))
+            by_selector = await browser.fetch(error_pages.url + "/gone", wait_for="#price")
+            challenge = await browser.fetch(error_pages.url + "/challenge", ready=ready("challenge"))
+            return gone, by_selector, challenge
+
+    gone, by_selector, challenge = asyncio.run(run())
+    assert gone.status == 404 and "does not exist" in gone.text
+    assert polls["gone"] == 1
+    assert by_selector.status == 404 and by_selector.elapsed_s < 29  # no wait for a selector that never comes
+    assert challenge.status == 403 and '<p id="price">19.99</p>' in challenge.text
+    assert polls["challenge"] > 1
+
+
 # -- scheduling pages across rivals (a stand-in browser: no Chromium) ------------------------------------------
 
 
