@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scrapers.product import extract_product  # noqa: E402
-from scrapers.types import Availability  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "product-pages"
 

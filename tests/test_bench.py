@@ -25,7 +25,8 @@ def bench(script: str, *args: str, timeout: float = 300) -> str:
 
 
 def test_throughput_runs_every_contender_and_checks_every_price() -> None:
-    out = bench("throughput.py", "--n", "40", "--js-n", "4", "--hosts", "2", "--browser-pages", "2", "--repeat", "1")
+    out = bench("throughput.py", "--n", "40", "--js-n", "4", "--hosts", "2", "--browser-pages", "2", "--repeat", "1",
+                "--browser-repeat", "1")
     for run in ("bare aiohttp+lexbor (32 conns)", "tracker check fetch:http, pass 1 (fresh DB)",
                 "tracker check fetch:http, pass 2 (unchanged)", "tracker check fetch:auto static (fresh DB)",
                 "urlwatch 2.29 css filter, pass 1 (fresh)"):

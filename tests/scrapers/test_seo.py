@@ -3,8 +3,6 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import pytest
-
 from scrapers.seo import extract_seo
 
 DATA = Path(__file__).resolve().parents[1] / "data"
