@@ -403,6 +403,8 @@ class BrowserFetcher:
         grant = await self._acquire(key)
         page = grant.page
         healthy = True
+        listener = None  # of the page's responses, while a challenge may reload it
+        reloads: list = []
         try:
             async with self._around_load(url):
                 # The time budget starts with the load: a fetch that queued for a page or a domain slot
@@ -430,9 +432,19 @@ class BrowserFetcher:
                 headers = response.headers if response else {}
                 deadline = load_started + self.timeout_ms / 1000
                 # An error page (gone, denied, failing) grows no value: it is neither waited on nor scrolled.
-                worth_waiting = status < 400 or _may_clear(await page.content(), status, page.url, headers)
-                if not worth_waiting:
-                    deadline = load_started
+                worth_waiting = True
+                if status >= 400:
+                    # A JS challenge that clears loads the page again: the status and headers returned are
+                    # then those of the document shown at the end.
+                    def reloaded(r) -> None:  # type: ignore[no-untyped-def]
+                        if r.frame == page.main_frame and r.request.is_navigation_request():
+                            reloads.append(r)
+
+                    listener = reloaded
+                    page.on("response", listener)
+                    worth_waiting = _may_clear(await _content(page, deadline), status, page.url, headers)
+                    if not worth_waiting:
+                        deadline = load_started
                 if wait_for and worth_waiting:
                     try:
                         await page.wait_for_selector(wait_for, state="attached",
@@ -441,17 +453,21 @@ class BrowserFetcher:
                         pass  # the caller's extraction will say "unextractable": the page is kept
                 if scroll and worth_waiting:
                     await self._scroll_to_end(page, max_scrolls)
-                html = await page.content()
+                html = await _content(page, deadline)
                 if ready is not None and not wait_for:
                     while not ready(html) and time.monotonic() < deadline:
                         await asyncio.sleep(poll_s)
-                        html = await page.content()
+                        html = await _content(page, deadline)
+                if reloads:
+                    status, headers = reloads[-1].status, reloads[-1].headers
                 return Page(url=url, final_url=page.url, status=status, headers=headers, text=html,
                             via="browser", elapsed_s=time.monotonic() - started)
         except BaseException:
             healthy = False
             raise
         finally:
+            if listener is not None:
+                page.remove_listener("response", listener)
             self._release(key, page, healthy)
 
     def _around_load(self, url: str) -> contextlib.AbstractAsyncContextManager[object]:
@@ -494,6 +510,21 @@ class BrowserFetcher:
                 await page.wait_for_function(f"document.body.scrollHeight > {height}", timeout=1500)
             except Exception:  # noqa: BLE001 - no growth within the wait: the end
                 break
+
+
+async def _content(page, deadline: float) -> str:  # type: ignore[no-untyped-def]
+    """The page's HTML; while it is navigating (a challenge reloading it) there is none: try again until
+    `deadline`."""
+    from playwright.async_api import Error as PlaywrightError
+
+    while True:
+        try:
+            return await page.content()
+        except PlaywrightError as exc:
+            if time.monotonic() >= deadline or page.is_closed():
+                message = str(exc).splitlines()[0]
+                raise FetchError(f"browser could not read the page: {message}", retryable=True) from None
+            await asyncio.sleep(0.05)
 
 
 def _may_clear(html: str, status: int, url: str, headers: dict[str, str]) -> bool:

@@ -96,6 +96,12 @@ CHALLENGE = """<html><head><title>Just a moment...</title></head><body><div id="
 browser</div><script>setTimeout(function () { document.body.innerHTML = '<h1>Kettle</h1><p id="pri' + 'ce">19.99</p>';
 document.title = 'Kettle'; }, 1000);</script></body></html>"""
 
+# ... and one that clears the way Cloudflare's do: a cookie, then the page loaded again (now HTTP 200).
+RELOADING = """<html><head><title>Just a moment...</title></head><body><div id="challenge-form">Checking your
+browser</div><script>setTimeout(function () { document.cookie = 'cleared=1; path=/'; location.reload(); }, 500);
+</script></body></html>"""
+PRODUCT = '<html><head><title>Kettle</title></head><body><h1>Kettle</h1><p id="price">19.99</p></body></html>'
+
 
 @pytest.fixture
 def error_pages():
@@ -107,8 +113,14 @@ def error_pages():
     async def challenge(_request: web.Request) -> web.Response:
         return web.Response(text=CHALLENGE, status=403, content_type="text/html")
 
+    async def reloading(request: web.Request) -> web.Response:
+        if request.cookies.get("cleared") == "1":
+            return web.Response(text=PRODUCT, content_type="text/html")
+        return web.Response(text=RELOADING, status=403, content_type="text/html", headers={"cf-mitigated": "challenge"})
+
     app.router.add_get("/gone", gone)
     app.router.add_get("/challenge", challenge)
+    app.router.add_get("/reloading", reloading)
     server = ThreadServer(app).start()
     yield server
     server.stop()
@@ -130,14 +142,30 @@ def test_an_error_page_is_not_waited_on_but_a_js_challenge_is(error_pages):
             gone = await browser.fetch(error_pages.url + "/gone", ready=ready("gone"))
             by_selector = await browser.fetch(error_pages.url + "/gone", wait_for="#price")
             challenge = await browser.fetch(error_pages.url + "/challenge", ready=ready("challenge"))
-            return gone, by_selector, challenge
+            reloading = await browser.fetch(error_pages.url + "/reloading", ready=ready("reloading"))
+            reloading_selector = await browser.fetch(error_pages.url + "/reloading", context_key="other",
+                                                     wait_for="#price")
+            return gone, by_selector, challenge, reloading, reloading_selector
 
-    gone, by_selector, challenge = asyncio.run(run())
+    polls["reloading"] = 0
+    gone, by_selector, challenge, reloading, reloading_selector = asyncio.run(run())
     assert gone.status == 404 and "does not exist" in gone.text
     assert polls["gone"] == 1
     assert by_selector.status == 404 and by_selector.elapsed_s < 29  # no wait for a selector that never comes
     assert challenge.status == 403 and '<p id="price">19.99</p>' in challenge.text
     assert polls["challenge"] > 1
+    # the challenge reloaded the page: what is returned is the page shown at the end, its status and headers
+    for page in (reloading, reloading_selector):
+        assert page.status == 200 and page.text == PRODUCT and "cf-mitigated" not in page.headers
+    assert polls["reloading"] > 1
+    from decimal import Decimal
+
+    from tracker.pipeline import observe_page
+
+    observed = observe_page(reloading)
+    assert (observed.status, observed.price) == ("ok", Decimal("19.99"))
+    assert observe_page(challenge).status == "blocked"  # cleared in place, but served as HTTP 403
+    assert observe_page(gone).reason == "HTTP 404"
 
 
 # -- scheduling pages across rivals (a stand-in browser: no Chromium) ------------------------------------------
