@@ -437,8 +437,11 @@ class BrowserFetcher:
                     # A JS challenge that clears loads the page again: the status and headers returned are
                     # then those of the document shown at the end.
                     def reloaded(r) -> None:  # type: ignore[no-untyped-def]
-                        if r.frame == page.main_frame and r.request.is_navigation_request():
-                            reloads.append(r)
+                        try:
+                            if r.request.is_navigation_request() and r.frame == page.main_frame:
+                                reloads.append(r)
+                        except PlaywrightError:  # (a response without a frame: not the page's document)
+                            pass
 
                     listener = reloaded
                     page.on("response", listener)
