@@ -14,8 +14,9 @@ import itertools
 import os
 import shutil
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 from scrapers.errors import FetchError
@@ -112,7 +113,8 @@ class BrowserFetcher:
 
     def __init__(self, *, executable: str | Path | None = None, concurrency: int = 4,
                  block: tuple[str, ...] = ("image", "font", "media"), timeout_s: float = 30,
-                 headless: bool = True, user_agent: str | None = None, page_uses: int = 12):
+                 headless: bool = True, user_agent: str | None = None, page_uses: int = 30,
+                 gc_every: int = 2):
         self.executable = executable
         self.concurrency = max(1, concurrency)
         self.block = frozenset(block)
@@ -122,8 +124,15 @@ class BrowserFetcher:
         # A page (and with it its renderer process) is replaced after `page_uses` loads. Navigating
         # within one shop keeps the renderer, whose V8 heap then grows by the old documents until a
         # major GC that a busy renderer rarely gets: ~2.4 MB per load here, 8 pages x 37 loads was
-        # ~1 GB of renderers. A new page is a new process, and the old one's memory goes at once.
+        # ~1 GB of renderers. A new page is a new process, and the old one's memory goes at once; the
+        # garbage collection below (every `gc_every` loads) keeps a page small for longer. 600 pages over
+        # 8 pages: 12 loads and no collection, peak PSS 1.46-1.49 GB; 30 loads and a collection every 2,
+        # 1.29-1.31 GB in the same time.
         self.page_uses = max(1, page_uses)
+        # Every `gc_every` loads a page's renderer gets a full V8 garbage collection (through CDP, which
+        # the page's scripts cannot see), in the background while the page is reused (0: never).
+        self.gc_every = max(0, gc_every)
+        self._cdp: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()
         self._pw = None
         self._browser = None
         self._started: asyncio.Future[None] | None = None
@@ -362,9 +371,9 @@ class BrowserFetcher:
             # Straight back to the pool: the next fetch navigates it anyway. A page left idle is parked
             # on about:blank shortly after, so a rival's scripts do not run on.
             self._idle_pages[key].append(page)
-            task = asyncio.get_running_loop().create_task(self._park(key, page))
-            self._parking.add(task)
-            task.add_done_callback(self._parking.discard)
+            self._background(self._park(key, page))
+            if self.gc_every and uses % self.gc_every == 0:
+                self._background(self._collect_garbage(page))
         else:
             self._forget_page(key)
             if page is not None:
@@ -379,9 +388,22 @@ class BrowserFetcher:
             self._open_pages -= 1
 
     def _close_later(self, page: object) -> None:
-        task = asyncio.get_running_loop().create_task(_close_quietly(page))
+        self._background(_close_quietly(page))
+
+    def _background(self, coro: Coroutine[object, object, None]) -> None:
+        """Run `coro` as a task that close() cancels if it still runs."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._parking.add(task)
         task.add_done_callback(self._parking.discard)
+
+    async def _collect_garbage(self, page) -> None:  # type: ignore[no-untyped-def]
+        try:
+            session = self._cdp.get(page)
+            if session is None:
+                session = self._cdp[page] = await page.context.new_cdp_session(page)
+            await session.send("HeapProfiler.collectGarbage")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the page was closed or navigated away meanwhile: nothing to do
+            pass
 
     # -- a fetch --------------------------------------------------------------------------------------------
 

@@ -321,6 +321,57 @@ def test_a_page_is_replaced_after_its_loads_so_its_renderer_memory_goes_with_it(
     assert fetcher.stats["retired"] >= 4
 
 
+def test_a_reused_page_is_garbage_collected_every_gc_every_loads():
+    fetcher, log = fake_fetcher(1)
+    fetcher.page_uses, fetcher.gc_every = 100, 3
+    collected: list[object] = []
+
+    async def collect(page) -> None:  # type: ignore[no-untyped-def]
+        collected.append(page)
+
+    fetcher._collect_garbage = collect  # type: ignore[method-assign]
+
+    async def run() -> None:
+        async with fetcher:
+            for i in range(10):
+                await fetcher.fetch(f"http://a.example/p/{i}", context_key="a")
+            await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert len(log["pages"]) == 1 and collected == [log["pages"][0]] * 3  # after loads 3, 6 and 9
+
+
+GARBAGE = """<html><body><p id="price">1.00</p><script>
+(function () { var junk = []; for (var i = 0; i < 300000; i++) junk.push({i: i, s: 'item ' + i}); })();
+</script></body></html>"""
+
+
+def test_the_garbage_collection_frees_a_real_renderers_old_objects():
+    app = web.Application()
+
+    async def garbage(_request: web.Request) -> web.Response:
+        return web.Response(text=GARBAGE, content_type="text/html")
+
+    app.router.add_get("/", garbage)
+    server = ThreadServer(app).start()
+
+    async def run() -> tuple[float, float]:
+        async with BrowserFetcher(concurrency=1, gc_every=0) as browser:
+            await browser.fetch(server.url + "/", ready=lambda html: "price" in html)
+            page = browser._idle_pages["default"][0]
+            probe = await page.context.new_cdp_session(page)
+            before = (await probe.send("Runtime.getHeapUsage"))["usedSize"]
+            await browser._collect_garbage(page)  # (what _release schedules every gc_every loads)
+            after = (await probe.send("Runtime.getHeapUsage"))["usedSize"]
+            return before / 2**20, after / 2**20
+
+    try:
+        before, after = asyncio.run(run())
+    finally:
+        server.stop()
+    assert before - after > 5, (before, after)  # MB: the page's 300,000 dropped objects
+
+
 def test_a_per_domain_slot_is_taken_only_by_a_fetch_that_has_its_page():
     """Scale-out workers take a Redis domain slot around each page load (tracker.queue's
     LimitedBrowserFetcher): a fetch still queued for a page must hold none, and a slot that cannot be had
