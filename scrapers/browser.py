@@ -14,7 +14,6 @@ import itertools
 import os
 import shutil
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -132,7 +131,6 @@ class BrowserFetcher:
         # Every `gc_every` loads a page's renderer gets a full V8 garbage collection (through CDP, which
         # the page's scripts cannot see), in the background while the page is reused (0: never).
         self.gc_every = max(0, gc_every)
-        self._cdp: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()
         self._pw = None
         self._browser = None
         self._started: asyncio.Future[None] | None = None
@@ -397,11 +395,13 @@ class BrowserFetcher:
         task.add_done_callback(self._parking.discard)
 
     async def _collect_garbage(self, page) -> None:  # type: ignore[no-untyped-def]
+        # A session each time (detached after): none is left behind by a page closed meanwhile.
         try:
-            session = self._cdp.get(page)
-            if session is None:
-                session = self._cdp[page] = await page.context.new_cdp_session(page)
-            await session.send("HeapProfiler.collectGarbage")  # type: ignore[attr-defined]
+            session = await page.context.new_cdp_session(page)
+            try:
+                await session.send("HeapProfiler.collectGarbage")
+            finally:
+                await session.detach()
         except Exception:  # noqa: BLE001 - the page was closed or navigated away meanwhile: nothing to do
             pass
 

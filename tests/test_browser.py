@@ -17,15 +17,20 @@ setTimeout(function () {
 </script></body></html>"""
 
 
-@pytest.fixture
-def page_server():
+def html_server(html: str) -> ThreadServer:
+    """A started server on 127.0.0.1 answering `/` with `html`."""
     app = web.Application()
 
     async def page(_request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
+        return web.Response(text=html, content_type="text/html")
 
     app.router.add_get("/", page)
-    server = ThreadServer(app).start()
+    return ThreadServer(app).start()
+
+
+@pytest.fixture
+def page_server():
+    server = html_server(PAGE)
     yield server
     server.stop()
 
@@ -347,13 +352,7 @@ GARBAGE = """<html><body><p id="price">1.00</p><script>
 
 
 def test_the_garbage_collection_frees_a_real_renderers_old_objects():
-    app = web.Application()
-
-    async def garbage(_request: web.Request) -> web.Response:
-        return web.Response(text=GARBAGE, content_type="text/html")
-
-    app.router.add_get("/", garbage)
-    server = ThreadServer(app).start()
+    server = html_server(GARBAGE)
 
     async def run() -> tuple[float, float]:
         async with BrowserFetcher(concurrency=1, gc_every=0) as browser:
