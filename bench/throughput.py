@@ -267,7 +267,7 @@ def main() -> None:
     ap.add_argument("--skip-urlwatch", action="store_true")
     ap.add_argument("--skip-browser", action="store_true")
     ap.add_argument("--skip-http", action="store_true", help="only the browser runs")
-    ap.add_argument("--browser-repeat", type=int, default=3,
+    ap.add_argument("--browser-repeat", type=lambda v: max(1, int(v)), default=3,
                     help="rounds of the two browser runs, median shown (default 3, ~2 min a round)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--repeat", type=int, default=3,
