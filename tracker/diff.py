@@ -7,6 +7,7 @@ blocked or unextractable N runs in a row, and its recovery). Nothing here touche
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -109,19 +110,24 @@ def diff_product(prev: ProductState | None, cur: ProductState, rules: Rules = Ru
     return changes
 
 
-def health_changes(*, status: str, reason: str | None, streak_before: int, failing_since: str | None,
+def health_changes(*, status: str, reason: str | None, streak_before: int, failing_since: datetime | None,
                    rules: Rules = Rules()) -> tuple[int, list[ChangeData]]:
     """The new failure streak and the health changes it causes.
 
     A target that is not `ok` for `health_after` runs in a row is reported once (when the streak reaches
-    the threshold, not on every run after); its recovery is reported once too.
+    the threshold, not on every run after); its recovery is reported once too. `failing_since` is written
+    into a change only (most checks report none: no time formatted for them).
     """
     if status == "ok":
         if streak_before >= rules.health_after:
-            return 0, [ChangeData("health_recovered", {"runs": streak_before, "since": failing_since})]
+            return 0, [ChangeData("health_recovered", {"runs": streak_before, "since": _iso(failing_since)})]
         return 0, []
     streak = streak_before + 1
     if streak == rules.health_after:
         return streak, [ChangeData(f"health_{status}", {"runs": streak, "reason": reason,
-                                                          "since": failing_since})]
+                                                          "since": _iso(failing_since)})]
     return streak, []
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None

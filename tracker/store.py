@@ -166,12 +166,9 @@ _SLOT_AND_DIGEST = select(_T.c.last_slot, _T.c.page_digest).where(_T.c.id == bin
 _EXTEND_LATEST = _extend(_latest_id(bindparam("p_tid")), bindparam("p_slot", type_=_O.c.last_slot.type),
                          bindparam("p_now", type_=_O.c.last_seen_at.type))
 _EXTEND = _EXTEND_LATEST.where(_O.c.fingerprint == bindparam("p_fp"))
-# The new spans of a batch: their ids in the order of the rows, as one INSERT each would have given them.
-_INSERT_OBSERVATIONS = insert(_O).returning(_O.c.id, sort_by_parameter_order=True)
 _STREAK = (update(_T).where(_T.c.id == bindparam("p_tid"))
            .values(fail_streak=bindparam("p_streak", type_=_T.c.fail_streak.type),
                    failing_since=bindparam("p_since", type_=_T.c.failing_since.type)))
-_INSERT_CHANGE = insert(_C)
 
 
 class _Direct:
@@ -613,13 +610,9 @@ def _settle(conn: Any, settling: list[tuple[CheckItem, str | None, _Claim | None
                 "availability": observed.availability, "promotions": list(observed.promotions) or None,
                 "title": observed.title, "sku": observed.sku, "gtin": observed.gtin, "rank": observed.rank,
                 "data": observed.data or None})
-        if observed.status == "ok" and streak_before < rules.health_after:
-            streak = 0  # health_changes' answer when an `ok` check ends no reported failure: no change
-        else:
-            since = failing_since.isoformat() if failing_since else now.isoformat()
-            streak, health = health_changes(status=observed.status, reason=observed.reason,
-                                            streak_before=streak_before, failing_since=since, rules=rules)
-            changes += health
+        streak, health = health_changes(status=observed.status, reason=observed.reason, streak_before=streak_before,
+                                        failing_since=failing_since or now, rules=rules)
+        changes += health
         new_failing_since = None if streak == 0 else (failing_since or now)
         if streak != streak_before or new_failing_since != failing_since:
             streaks.append({"p_tid": target_id, "p_streak": streak, "p_since": new_failing_since})
