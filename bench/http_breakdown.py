@@ -92,11 +92,19 @@ def run_child(argv: list[str]) -> dict:
 
 
 def bare_run(url_file: Path, connections: int, pages: int):  # -> common.Measured
-    m = run_measured("bare", [PY, str(HERE / "throughput.py"), "_bare_http", str(url_file), str(connections)],
-                     pages=pages)
-    if m.returncode != 0:
-        raise SystemExit(f"bare loop failed: {m.stderr.strip()[-300:]}")
+    """throughput.py's bare loop (its run: every price checked)."""
+    import throughput
+
+    m = throughput.run_bare("bare", [PY, str(HERE / "throughput.py"), "_bare_http", str(url_file), str(connections)],
+                            pages)
+    if m.ok != pages:
+        raise SystemExit(f"bare loop: {m.notes[-1]}")
     return m
+
+
+def check_statuses(variant: str, statuses: dict[str, int], pages: int) -> None:
+    if statuses != {"ok": pages}:
+        raise SystemExit(f"{variant}: unexpected statuses {statuses}")
 
 
 def whole_pass_wall(cfg: Path, variant: str, pages: int) -> float:
@@ -104,9 +112,7 @@ def whole_pass_wall(cfg: Path, variant: str, pages: int) -> float:
     m = run_measured(variant, [PY, __file__, "_child", str(cfg), variant, "auto"], pages=pages)
     if m.returncode != 0:
         raise SystemExit(f"{variant} (whole process) failed: {m.stderr.strip()[-300:]}")
-    statuses = json.loads(m.stdout.strip().splitlines()[-1])["statuses"]
-    if statuses != {"ok": pages}:
-        raise SystemExit(f"{variant} (whole process): unexpected statuses {statuses}")
+    check_statuses(f"{variant} (whole process)", json.loads(m.stdout.strip().splitlines()[-1])["statuses"], pages)
     return m.wall_s
 
 
@@ -139,8 +145,7 @@ def main() -> None:
                     db = work / f"r{r}-{i}.db"
                     cfg = throughput.tracker_config(work / f"r{r}-{i}.json", db, static, args.hosts, "http", 8)
                     res = run_child([PY, __file__, "_child", str(cfg), variant])
-                    if res["statuses"] != {"ok": args.n}:
-                        raise SystemExit(f"{variant}: unexpected statuses {res['statuses']}")
+                    check_statuses(variant, res["statuses"], args.n)
                     results[variant].append(res)
                 for variant in ("full", "without observing"):
                     cfg = throughput.tracker_config(work / f"w{r}-{variant[0]}.json", work / f"w{r}-{variant[0]}.db",
